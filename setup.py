@@ -21,7 +21,11 @@ if os.path.isdir(os.path.join(ROOT, "kernels")):
 
 
 def cpu_extension():
-    """The csrc/ ops as a torch extension, or ([], {}) when there is nothing to build."""
+    """The csrc/ ops as a torch extension, or ([], {}) when there is nothing to build.
+
+    The library registers torch.ops.coars_fast.* and has no Python module of its own: the kernels
+    load it with torch.ops.load_library. csrc/tests/ is built by CMakeLists.txt (ctest) only.
+    """
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     if not sources or os.environ.get("COARS_FAST_NO_EXT") == "1":
         return [], {}
@@ -36,7 +40,11 @@ def cpu_extension():
     extension = CppExtension(
         "coars_fast.kernels._C",
         sources,
-        extra_compile_args=["-O3", "-fopenmp", "-mavx2", "-mfma"],
+        # ATen's Vectorized<float> picks its AVX2 implementation from the CPU_CAPABILITY macros
+        # (same flags as CMakeLists.txt).
+        extra_compile_args=[
+            "-O3", "-fopenmp", "-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2",
+        ],
         extra_link_args=["-fopenmp"],
     )
     return [extension], {"build_ext": BuildExtension}

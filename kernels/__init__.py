@@ -1,0 +1,19 @@
+"""coars_fast.kernels: fused LM-head ops for RL on response tokens, without [N, V] logits.
+
+    token_logprobs(hidden, weight, targets)                      -> logp [N] (and entropy [N])
+    teacher_student_logprobs(student_hidden, teacher_hidden, weight, targets)
+                                                                 -> (logp_student, logp_teacher)
+    coars_loss(student_hidden, teacher_hidden, weight, targets, rewards, token_weights)
+                                                                 -> (loss, stats)
+    reference.*                                                  the same on materialised logits
+    active_backend(device)                                       "triton" | "cpu" | "torch" | "reference"
+
+Imports torch only (triton lazily, on CUDA); see docs/KERNELS.md.
+"""
+from . import reference
+from .backends import active_backend
+from .coars_loss import coars_loss
+from .teacher_student_logprobs import teacher_student_logprobs
+from .token_logprobs import token_logprobs
+
+__all__ = ["token_logprobs", "teacher_student_logprobs", "coars_loss", "reference", "active_backend"]
