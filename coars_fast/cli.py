@@ -1,0 +1,104 @@
+"""`coars-fast`: the command line. The only module that knows every stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from coars_fast.errors import CoarsError
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    from coars_fast.data import DATASETS
+
+    p.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}")
+    p.add_argument("--data-dir", help="folder holding the datasets (default: $COARS_FAST_DATA, else ~/.cache/coars_fast/data)")
+
+
+def _add_candidate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default="val", help="which split to score (default: val)")
+    p.add_argument("--candidates", default="random", choices=("random", "sasrec"), help="candidate-list mode")
+    p.add_argument("--num-candidates", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0, help="seed of the candidate lists")
+    p.add_argument("--limit", type=int, help="score only the first N episodes of the split")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coars-fast", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="inspect datasets").add_subparsers(dest="data_command", required=True)
+    check = data.add_parser("check", help="counts of users, items, episodes, history lengths, title coverage")
+    _add_data_args(check)
+    check.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    check.set_defaults(run=cmd_data_check)
+
+    base = commands.add_parser("baseline", help="Hit@1 of a classic recommender on the agents' candidate lists")
+    _add_data_args(base)
+    _add_candidate_args(base)
+    base.add_argument("--method", default="all", choices=("random", "popularity", "sasrec", "all"))
+    base.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    base.set_defaults(run=cmd_baseline)
+    return parser
+
+
+def cmd_data_check(args) -> None:
+    from coars_fast.data import load_dataset
+    from coars_fast.data.check import format_summary, summarize
+
+    summary = summarize(load_dataset(args.dataset, args.data_dir))
+    print(format_summary(summary))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+
+
+def cmd_baseline(args) -> None:
+    from coars_fast.data import load_dataset, sasrec
+    from coars_fast.data.baselines import METHODS, hit_at_1
+    from coars_fast.data.candidates import CandidateBuilder
+
+    dataset = load_dataset(args.dataset, args.data_dir)
+    episodes = dataset.split(args.split)[: args.limit]
+    methods = METHODS if args.method == "all" else (args.method,)
+    model = sasrec.load_or_train(dataset) if "sasrec" in methods or args.candidates == "sasrec" else None
+    candidates = CandidateBuilder(dataset, args.candidates, args.num_candidates, args.seed, model).build(episodes)
+    print(f"{dataset.name} {args.split}: {len(episodes):,} episodes, {args.num_candidates} {args.candidates} candidates, seed {args.seed}")
+    print(f"{'method':<12} {'Hit@1':>7}  95% CI")
+    results = []
+    for method in methods:
+        r = hit_at_1(method, dataset, episodes, candidates, sasrec=model)
+        low, high = r.interval
+        spread = "(exact expectation)" if method == "random" else f"[{low:.4f}, {high:.4f}]"
+        print(f"{method:<12} {r.hit_at_1:>7.4f}  {spread}")
+        results.append({"method": method, "hit_at_1": r.hit_at_1, "ci95": [low, high], "episodes": r.episodes})
+    if args.json:
+        args.json.write_text(json.dumps({"dataset": dataset.name, "split": args.split, "candidates": args.candidates,
+                                         "seed": args.seed, "results": results}, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
+    started = time.monotonic()
+    try:
+        args.run(args)
+    except CoarsError as err:
+        print(f"coars-fast: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("coars-fast: interrupted", file=sys.stderr)
+        return 130
+    logging.getLogger(__name__).debug("done in %.1f s", time.monotonic() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Datasets as episodes (history -> next item), candidate lists, SASRec and classic baselines."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from coars_fast.data import instruments, jsonl, lastfm, movielens
+from coars_fast.data.dataset import HISTORY_LEN, MIN_HISTORY, Dataset, Episode, Item
+from coars_fast.data.files import resolve_data_dir
+from coars_fast.errors import DataError
+
+LOADERS = {
+    "lastfm": lastfm.load,
+    "movielens": movielens.load,
+    "instruments": instruments.load,
+    "jsonl": jsonl.load,
+}
+DATASETS = tuple(LOADERS)
+
+
+def load_dataset(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    history_len: int = HISTORY_LEN,
+    min_history: int = MIN_HISTORY,
+) -> Dataset:
+    """Load a dataset by name from `data_dir` (else $COARS_FAST_DATA, else ~/.cache/coars_fast/data)."""
+    if name not in LOADERS:
+        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    if history_len < 1 or min_history < 1:
+        raise DataError(f"history_len and min_history must be >= 1, got {history_len} and {min_history}")
+    folder: Path = resolve_data_dir(data_dir)
+    if not folder.is_dir():
+        raise DataError(
+            f"data directory {folder} does not exist. Pass --data-dir or set $COARS_FAST_DATA to the "
+            "folder holding lastfm/, movielens/ and instruments/ (see the README section 'Getting the data')."
+        )
+    return LOADERS[name](folder, history_len=history_len, min_history=min_history)
+
+
+__all__ = ["DATASETS", "Dataset", "Episode", "Item", "load_dataset", "resolve_data_dir"]
