@@ -30,7 +30,6 @@ void logit_grad_impl(const at::Tensor& hidden, const at::Tensor& weight, const a
 
 #pragma omp parallel num_threads(at::get_num_threads())
   {
-    SingleThreadedBlas single_threaded_blas;
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < row_blocks * vocab_tiles; ++item) {
       const int64_t r0 = (item / vocab_tiles) * row_block;

@@ -14,11 +14,6 @@
 #include <cstdint>
 #include <limits>
 
-// MKL's C API, present when torch's BLAS is MKL (x86 builds). Torch turns MKL's dynamic threading
-// off, so an sgemm called from inside our OpenMP region takes MKL's threaded path, whose critical
-// sections serialise the threads; pinning MKL to one thread per worker avoids that.
-extern "C" int MKL_Set_Num_Threads_Local(int) __attribute__((weak));
-
 namespace coars_fast {
 
 // A [kRowBlock, kVocabTile] fp32 logits tile (128 KiB) plus a [kVocabTile, D] weight tile stay in
@@ -28,20 +23,6 @@ constexpr int64_t kVocabTile = 256;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// RAII: single-threaded BLAS on the calling thread while it is a worker of our OpenMP region.
-class SingleThreadedBlas {
- public:
-  SingleThreadedBlas() : previous_(MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : 0) {}
-  ~SingleThreadedBlas() {
-    if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(previous_);
-  }
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  int previous_;
-};
-
 // A row-major [rows, cols] matrix with leading dimension ld, as a tensor view (no copy).
 template <typename scalar_t>
 at::Tensor matrix(const scalar_t* data, int64_t rows, int64_t cols, int64_t ld) {
@@ -49,6 +30,8 @@ at::Tensor matrix(const scalar_t* data, int64_t rows, int64_t cols, int64_t ld) 
                        at::dtype(c10::CppTypeToScalarType<scalar_t>::value));
 }
 
+// The GEMMs go through ATen (MKL here); called from inside our OpenMP region they run on the
+// calling thread, one tile per worker.
 // c[M,N] = alpha * a[M,K] @ b[N,K]^T + beta * c, all row-major.
 template <typename scalar_t>
 void gemm_a_bt(int64_t M, int64_t N, int64_t K, scalar_t alpha, const scalar_t* a, int64_t lda,

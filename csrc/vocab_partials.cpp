@@ -73,7 +73,6 @@ void vocab_partials_impl(const at::Tensor& hidden, const at::Tensor* teacher_hid
 
 #pragma omp parallel num_threads(at::get_num_threads())
   {
-    SingleThreadedBlas single_threaded_blas;
     std::vector<scalar_t> logits(row_sets * row_block * kVocabTile);
     std::vector<scalar_t> student_rows(needs_staging(hidden) ? row_block * D : 0);
     std::vector<scalar_t> teacher_rows(teacher_hidden && needs_staging(hidden) ? row_block * D : 0);

@@ -21,6 +21,7 @@ import torch
 from .backend_torch import chunk_rows, gemm_dtype
 from .backends import backend_module
 from .merge import merge_vocab_partials
+from .validation import check_backend_dtype
 
 
 class FusedLogprobs(torch.autograd.Function):
@@ -116,6 +117,7 @@ def streaming_backward(module, hidden, weight, targets, lse, logp_coef, entropy_
 
 def fused_logprobs(hidden, teacher_hidden, weight, targets, *, temperature, ignore_index, with_entropy, backend):
     """(logp [N], logp_teacher [N] or empty, entropy [N] or empty) on an already validated input."""
+    check_backend_dtype(backend, hidden)
     return FusedLogprobs.apply(
         hidden, teacher_hidden, weight, targets, float(temperature), ignore_index, with_entropy, backend
     )

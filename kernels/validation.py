@@ -84,6 +84,12 @@ def check_logprob_inputs(hidden, weight, targets, *, temperature, ignore_index, 
             raise ValueError(f"targets holds {bad}, outside [0, {vocab}) and not ignore_index={ignore_index}")
 
 
+def check_backend_dtype(backend, hidden):
+    """The Triton kernels compute in fp32 from fp32/bf16/fp16 loads; float64 needs another backend."""
+    if backend == "triton" and hidden.dtype == torch.float64:
+        raise ValueError("hidden is float64, which the triton backend does not run (use COARS_FAST_BACKEND=cpu or torch)")
+
+
 def check_loss_inputs(hidden, rewards, token_weights, *, distill_coef, credit_clip, old_logprobs, ppo_clip):
     """Checks the loss-specific inputs of coars_loss (after check_logprob_inputs)."""
     n, device = hidden.shape[0], hidden.device

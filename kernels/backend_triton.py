@@ -1,0 +1,79 @@
+"""Triton backend: launches kernels/triton_kernels.py on CUDA tensors, or on CPU tensors under
+TRITON_INTERPRET=1 (tests; the variable must be set before triton is imported)."""
+import importlib.util
+import os
+
+import torch
+
+ACCUMULATES_EXPECTED_WEIGHT = False  # the [rows, D] accumulator does not fit on-chip for large D
+
+
+def _interpreting():
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def unavailable_reason(device):
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed"
+    if device.type == "cuda":
+        return None
+    if device.type == "cpu" and _interpreting():
+        return None
+    return f"it runs on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), not {device.type}"
+
+
+def _launch_config(device):
+    """Block sizes, and how many programs to aim for when splitting the vocabulary."""
+    if _interpreting():  # programs run one by one: few, large blocks; still split to test merging
+        return dict(BLOCK_M=32, BLOCK_V=64, BLOCK_D=32), dict(), 4
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return dict(BLOCK_M=64, BLOCK_V=128, BLOCK_D=64), dict(num_warps=8, num_stages=3), 4 * sms
+
+
+def _dot_precision(dtype):
+    """fp32 inputs: exact IEEE dots unless the user allowed TF32 for matmuls, as torch does."""
+    return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+
+
+def vocab_partials(hidden, teacher_hidden, weight, targets, inv_temperature, with_entropy, with_expected_weight):
+    from .triton_kernels import vocab_partials_kernel
+
+    n, d = hidden.shape
+    vocab = weight.shape[0]
+    blocks, launch, target_programs = _launch_config(hidden.device)
+    row_blocks = -(-n // blocks["BLOCK_M"])
+    vocab_tiles = -(-vocab // blocks["BLOCK_V"])
+    tiles_per_split = -(-vocab_tiles // min(vocab_tiles, max(1, -(-target_programs // max(row_blocks, 1)))))
+    splits = -(-vocab_tiles // tiles_per_split)  # every split starts on a real tile
+    total_rows = n if teacher_hidden is None else 2 * n
+    stats = torch.empty(splits, 4, total_rows, dtype=torch.float32, device=hidden.device)
+    if n > 0:
+        vocab_partials_kernel[(row_blocks, splits)](
+            hidden, hidden if teacher_hidden is None else teacher_hidden, weight, targets, stats,
+            n, vocab, d, hidden.stride(0), weight.stride(0), total_rows, vocab_tiles, tiles_per_split,
+            inv_temperature,
+            HAS_TEACHER=teacher_hidden is not None, WITH_ENTROPY=with_entropy, UPCAST=_interpreting(),
+            DOT_PRECISION=_dot_precision(hidden.dtype), **blocks, **launch,
+        )
+    return stats, None
+
+
+def logit_grad(hidden, weight, targets, lse, logp_coef, entropy_coef, mean_logit, inv_temperature):
+    from .triton_kernels import logit_grad_kernel
+
+    n, d = hidden.shape
+    vocab = weight.shape[0]
+    out = torch.empty(n, vocab, dtype=weight.dtype, device=hidden.device)
+    blocks, launch, _ = _launch_config(hidden.device)
+    vocab_tiles = -(-vocab // blocks["BLOCK_V"])
+    row_blocks = -(-n // blocks["BLOCK_M"])
+    if n > 0:
+        with_entropy = entropy_coef is not None
+        logit_grad_kernel[(row_blocks * vocab_tiles,)](
+            hidden, weight, targets, lse, logp_coef,
+            entropy_coef if with_entropy else lse, mean_logit if with_entropy else lse, out,
+            n, vocab, d, hidden.stride(0), weight.stride(0), vocab_tiles, inv_temperature,
+            WITH_ENTROPY=with_entropy, UPCAST=_interpreting(), DOT_PRECISION=_dot_precision(hidden.dtype),
+            **blocks, **launch,
+        )
+    return out
