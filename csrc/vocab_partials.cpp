@@ -144,11 +144,13 @@ std::tuple<at::Tensor, at::Tensor> vocab_partials(const at::Tensor& hidden,
   }
   const int64_t N = hidden.size(0), D = hidden.size(1), V = weight.size(0);
   TORCH_CHECK(V > 0, "coars_fast: empty vocabulary");
-  // Enough work items to keep every thread busy even for a handful of rows.
+  // Enough work items to keep every thread busy even for a handful of rows; every vocabulary
+  // range holds at least one tile (the merge needs a finite max per range).
   const int64_t row_blocks = ceil_div(N, std::max<int64_t>(1, std::min(kRowBlock, N)));
-  const int64_t splits = std::clamp<int64_t>(
-      ceil_div(4 * at::get_num_threads(), std::max<int64_t>(row_blocks, 1)), 1,
-      ceil_div(V, kVocabTile));
+  const int64_t vocab_tiles = ceil_div(V, kVocabTile);
+  const int64_t wanted_splits = std::clamp<int64_t>(
+      ceil_div(4 * at::get_num_threads(), std::max<int64_t>(row_blocks, 1)), 1, vocab_tiles);
+  const int64_t splits = ceil_div(vocab_tiles, ceil_div(vocab_tiles, wanted_splits));
 
   auto options = hidden.options().dtype(compute_type(hidden));
   at::Tensor stats = at::empty({splits, 4, (teacher ? 2 : 1) * N}, options);

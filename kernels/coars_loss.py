@@ -3,7 +3,7 @@ from . import reference
 from .backends import active_backend
 from .fused_logprobs import fused_logprobs
 from .objective import coars_objective
-from .validation import check_logprob_inputs, check_loss_inputs
+from .validation import check_logprob_inputs, check_loss_inputs, check_teacher_hidden
 
 
 def coars_loss(student_hidden, teacher_hidden, weight, targets, rewards, token_weights, *, distill_coef=0.1,
@@ -21,8 +21,8 @@ def coars_loss(student_hidden, teacher_hidden, weight, targets, rewards, token_w
     and student logits, plus the softmax-weighted weight sum for the gradient) and the backward is
     elementwise; the weight gradient, when asked, adds a streaming pass.
     """
-    check_logprob_inputs(student_hidden, weight, targets, temperature=temperature, ignore_index=ignore_index,
-                         teacher_hidden=teacher_hidden)
+    check_logprob_inputs(student_hidden, weight, targets, temperature=temperature, ignore_index=ignore_index)
+    check_teacher_hidden(student_hidden, teacher_hidden)
     check_loss_inputs(student_hidden, rewards, token_weights, distill_coef=distill_coef, credit_clip=credit_clip,
                       old_logprobs=old_logprobs, ppo_clip=ppo_clip)
     backend = active_backend(student_hidden.device)

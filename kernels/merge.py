@@ -3,8 +3,9 @@
 Every backend's forward returns stats[S, 4, R] for S vocabulary ranges and R rows, with fields
 (m, sum, target, ent): m = max_j z_j, sum = sum_j exp(z_j - m), target = z_y (0 outside the
 range), ent = sum_j exp(z_j - m) (z_j - m), where z = logits / temperature; and optionally
-expected[S, N, D] = sum_j exp(z_j - m) weight_j for the first N rows. Merging is exact
-log-sum-exp arithmetic, so the split only changes rounding.
+expected[S, N, D] = sum_j exp(z_j - m) weight_j for the first N rows. Every range must hold at
+least one vocabulary entry (finite m). Merging is exact log-sum-exp arithmetic, so the split only
+changes rounding.
 """
 from dataclasses import dataclass
 

@@ -6,7 +6,7 @@ reference). Memory is O(N x V): use it for testing and debugging only.
 import torch
 
 from .objective import coars_objective
-from .validation import check_logprob_inputs, check_loss_inputs
+from .validation import check_logprob_inputs, check_loss_inputs, check_teacher_hidden
 
 
 def _logprobs(hidden, weight, targets, temperature, ignore_index, with_entropy):
@@ -29,8 +29,8 @@ def token_logprobs(hidden, weight, targets, *, temperature=1.0, ignore_index=-10
 
 def teacher_student_logprobs(student_hidden, teacher_hidden, weight, targets, *, temperature=1.0,
                              ignore_index=-100):
-    check_logprob_inputs(student_hidden, weight, targets, temperature=temperature, ignore_index=ignore_index,
-                         teacher_hidden=teacher_hidden)
+    check_logprob_inputs(student_hidden, weight, targets, temperature=temperature, ignore_index=ignore_index)
+    check_teacher_hidden(student_hidden, teacher_hidden)
     logp_student, _ = _logprobs(student_hidden, weight, targets, temperature, ignore_index, False)
     with torch.no_grad():
         logp_teacher, _ = _logprobs(teacher_hidden, weight, targets, temperature, ignore_index, False)
@@ -40,8 +40,8 @@ def teacher_student_logprobs(student_hidden, teacher_hidden, weight, targets, *,
 def coars_loss(student_hidden, teacher_hidden, weight, targets, rewards, token_weights, *, distill_coef=0.1,
                credit_clip=1.0, temperature=1.0, ignore_index=-100, old_logprobs=None, ppo_clip=None,
                return_entropy=False):
-    check_logprob_inputs(student_hidden, weight, targets, temperature=temperature, ignore_index=ignore_index,
-                         teacher_hidden=teacher_hidden)
+    check_logprob_inputs(student_hidden, weight, targets, temperature=temperature, ignore_index=ignore_index)
+    check_teacher_hidden(student_hidden, teacher_hidden)
     check_loss_inputs(student_hidden, rewards, token_weights, distill_coef=distill_coef, credit_clip=credit_clip,
                       old_logprobs=old_logprobs, ppo_clip=ppo_clip)
     logp_student, entropy = _logprobs(student_hidden, weight, targets, temperature, ignore_index, return_entropy)

@@ -2,7 +2,7 @@
 from . import reference
 from .backends import active_backend
 from .fused_logprobs import fused_logprobs
-from .validation import check_logprob_inputs
+from .validation import check_logprob_inputs, check_teacher_hidden
 
 
 def teacher_student_logprobs(student_hidden, teacher_hidden, weight, targets, *, temperature=1.0,
@@ -13,8 +13,8 @@ def teacher_student_logprobs(student_hidden, teacher_hidden, weight, targets, *,
     every loaded weight tile with the student's. Gradient flows to student_hidden (and weight) only:
     logp_teacher is not differentiable and teacher_hidden gets no gradient. Ignored rows give 0.
     """
-    check_logprob_inputs(student_hidden, weight, targets, temperature=temperature, ignore_index=ignore_index,
-                         teacher_hidden=teacher_hidden)
+    check_logprob_inputs(student_hidden, weight, targets, temperature=temperature, ignore_index=ignore_index)
+    check_teacher_hidden(student_hidden, teacher_hidden)
     backend = active_backend(student_hidden.device)
     if backend == "reference":
         return reference.teacher_student_logprobs(student_hidden, teacher_hidden, weight, targets,

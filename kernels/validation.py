@@ -36,8 +36,8 @@ def _require_rows(name, value, n, device):
         raise ValueError(f"{name} is on {value.device} but hidden is on {device}")
 
 
-def check_logprob_inputs(hidden, weight, targets, *, temperature, ignore_index, teacher_hidden=None):
-    """Checks the inputs of token_logprobs / teacher_student_logprobs / coars_loss."""
+def check_logprob_inputs(hidden, weight, targets, *, temperature, ignore_index):
+    """Checks the inputs common to token_logprobs, teacher_student_logprobs and coars_loss."""
     _require_tensor("hidden", hidden)
     _require_tensor("weight", weight)
     _require_tensor("targets", targets)
@@ -57,16 +57,6 @@ def check_logprob_inputs(hidden, weight, targets, *, temperature, ignore_index, 
         raise ValueError(f"weight is {weight.dtype} but hidden is {hidden.dtype}")
     if weight.device != hidden.device:
         raise ValueError(f"weight is on {weight.device} but hidden is on {hidden.device}")
-    if teacher_hidden is not None:
-        _require_tensor("teacher_hidden", teacher_hidden)
-        if teacher_hidden.shape != hidden.shape:
-            raise ValueError(
-                f"teacher_hidden has shape {list(teacher_hidden.shape)} but hidden has {list(hidden.shape)}"
-            )
-        if teacher_hidden.dtype != hidden.dtype:
-            raise ValueError(f"teacher_hidden is {teacher_hidden.dtype} but hidden is {hidden.dtype}")
-        if teacher_hidden.device != hidden.device:
-            raise ValueError(f"teacher_hidden is on {teacher_hidden.device} but hidden is on {hidden.device}")
     if targets.dim() != 1 or targets.shape[0] != n:
         raise ValueError(f"targets must have shape [{n}], got {list(targets.shape)}")
     if targets.dtype not in (torch.int64, torch.int32):
@@ -82,6 +72,17 @@ def check_logprob_inputs(hidden, weight, targets, *, temperature, ignore_index, 
         if bool(outside.any()):
             bad = targets[outside][0].item()
             raise ValueError(f"targets holds {bad}, outside [0, {vocab}) and not ignore_index={ignore_index}")
+
+
+def check_teacher_hidden(hidden, teacher_hidden):
+    """The teacher rows of teacher_student_logprobs / coars_loss: like hidden (after check_logprob_inputs)."""
+    _require_tensor("teacher_hidden", teacher_hidden)
+    if teacher_hidden.shape != hidden.shape:
+        raise ValueError(f"teacher_hidden has shape {list(teacher_hidden.shape)} but hidden has {list(hidden.shape)}")
+    if teacher_hidden.dtype != hidden.dtype:
+        raise ValueError(f"teacher_hidden is {teacher_hidden.dtype} but hidden is {hidden.dtype}")
+    if teacher_hidden.device != hidden.device:
+        raise ValueError(f"teacher_hidden is on {teacher_hidden.device} but hidden is on {hidden.device}")
 
 
 def check_backend_dtype(backend, hidden):

@@ -1,0 +1,74 @@
+"""Backend dispatch: the default per device, COARS_FAST_BACKEND, the loud fallback, a cheap import."""
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+import coars_fast.kernels.backend_cpu as backend_cpu
+import coars_fast.kernels.backends as backends
+from coars_fast.kernels import active_backend, token_logprobs
+from kernel_helpers import BACKEND_ENV, cpu_extension_built, interpreting
+
+pytestmark = pytest.mark.skipif(interpreting(), reason="dispatch is tested in the normal run")
+
+
+@pytest.fixture(autouse=True)
+def no_forced_backend(monkeypatch):
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+
+
+def test_cpu_extension_is_built_in_ci():
+    """The fast CPU path must not be silently off where it is expected (CI builds it)."""
+    if not os.environ.get("CI") and not cpu_extension_built():
+        pytest.skip("C++ extension not built here")
+    assert cpu_extension_built(), backend_cpu.unavailable_reason(torch.device("cpu"))
+    assert active_backend("cpu") == "cpu"
+
+
+def test_other_devices_use_torch():
+    assert active_backend("meta") == "torch"
+
+
+@pytest.mark.parametrize("name", ["torch", "reference"])
+def test_forcing_a_backend(monkeypatch, name):
+    monkeypatch.setenv(BACKEND_ENV, name)
+    assert active_backend("cpu") == name
+
+
+def test_unknown_backend_is_a_value_error(monkeypatch):
+    monkeypatch.setenv(BACKEND_ENV, "cuda-magic")
+    with pytest.raises(ValueError, match=BACKEND_ENV):
+        active_backend("cpu")
+
+
+def test_forced_backend_that_cannot_run_is_an_error(monkeypatch):
+    monkeypatch.setenv(BACKEND_ENV, "triton")
+    with pytest.raises(RuntimeError, match="triton"):
+        active_backend("cpu")
+    monkeypatch.setenv(BACKEND_ENV, "cpu")
+    with pytest.raises(RuntimeError, match="cpu"):
+        active_backend("meta")
+
+
+def test_missing_extension_falls_back_to_torch_with_one_warning(monkeypatch):
+    monkeypatch.setattr(backend_cpu, "_load_error", "not built (simulated)")
+    monkeypatch.setattr(backends, "_warned", set())
+    with pytest.warns(RuntimeWarning, match=r"cpu backend is unavailable.*not built \(simulated\).*torch"):
+        assert active_backend("cpu") == "torch"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert active_backend("cpu") == "torch"  # said once, not on every call
+        logp = token_logprobs(torch.randn(3, 4), torch.randn(7, 4), torch.tensor([1, 2, 3]))
+    assert logp.shape == (3,) and bool((logp <= 0).all())
+
+
+def test_import_is_cheap_and_self_contained():
+    code = (
+        "import sys, coars_fast.kernels; "
+        "heavy = [m for m in ('transformers', 'peft', 'triton', 'coars_fast.data') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
