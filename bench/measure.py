@@ -1,0 +1,57 @@
+"""Timing and peak-memory measurement shared by the benchmark cases."""
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+CASES_SCRIPT = Path(__file__).with_name("cases.py")
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn, inputs, rounds, warmup=1):
+    """Median wall time of fn(inputs) over `rounds` runs after `warmup` untimed ones."""
+    device = inputs["hidden"].device
+    times = []
+    for i in range(warmup + rounds):
+        gc.collect()
+        _sync(device)
+        start = time.perf_counter()
+        fn(inputs)
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_extra_bytes(case, impl, shape, dtype, device, fn=None, inputs=None):
+    """Peak memory one run adds on top of its inputs.
+
+    CUDA: torch's allocator statistics, in this process. CPU: torch keeps no CPU allocator
+    statistics, so a fresh process runs the implementation and reports its resident-set high-water
+    mark (/proc VmHWM, reset between a warm-up run and the measured one); glibc is told to return
+    every freed block over 64 KiB to the OS so the figure tracks live memory.
+    """
+    if device.type == "cuda":
+        fn(inputs)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn(inputs)
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
+    result = subprocess.run([sys.executable, str(CASES_SCRIPT), case, impl, shape, dtype], env=env,
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"memory run of {case}/{impl} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])["peak_extra_bytes"]
