@@ -59,11 +59,12 @@ def test_token_logprobs_fp32(backend, gen, shape, frozen_head, with_entropy):
 
 
 @pytest.mark.parametrize("frozen_head", [True, False], ids=["frozen-head", "trained-head"])
-def test_bf16_no_worse_than_naive_bf16(backend, gen, frozen_head):
-    """bf16 inputs: our error against fp64 (on the same bf16 values) must not exceed that of the
-    naive bf16 path (bf16 logits, fp32 log_softmax, autograd)."""
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_half_precision_no_worse_than_naive(backend, gen, frozen_head, dtype):
+    """bf16/fp16 inputs: our error against fp64 (on the same rounded values) must not exceed that
+    of the naive half-precision path (half logits, fp32 log_softmax, autograd)."""
     n, d, vocab, temperature = SHAPES[-1]
-    p = random_problem(gen, n, d, vocab, dtype=torch.bfloat16, device=device_for(backend))
+    p = random_problem(gen, n, d, vocab, dtype=dtype, device=device_for(backend))
     targets = p["targets"]
     grad_logp = torch.randn(n, generator=gen).to(targets.device)
 
@@ -74,7 +75,7 @@ def test_bf16_no_worse_than_naive_bf16(backend, gen, frozen_head):
         return [logp.double()] + [g.double() for g in _grads(logp.float() @ grad_logp, [hidden, weight])]
 
     def naive(hidden, weight):
-        logits = (hidden @ weight.t()) / temperature  # bf16, as a bf16 model would produce them
+        logits = (hidden @ weight.t()) / temperature  # half precision, as such a model produces them
         logp = logits.float().log_softmax(-1).gather(1, targets.clamp(min=0)[:, None]).squeeze(1)
         return logp.masked_fill(targets == IGNORE, 0)
 
@@ -84,8 +85,8 @@ def test_bf16_no_worse_than_naive_bf16(backend, gen, frozen_head):
     baseline = run(naive, p["hidden"], p["weight"])
     for name, got, base, want in zip(["logp", "d hidden", "d weight"], ours, baseline, exact):
         (ours_max, ours_rel), (naive_max, naive_rel) = errors(got, want), errors(base, want)
-        print(f"{name}: ours max|a-b| {ours_max:.2e} rel {ours_rel:.2e}; naive bf16 {naive_max:.2e} {naive_rel:.2e}")
-        assert ours_rel <= naive_rel, f"{name}: ours rel {ours_rel:.3e} worse than naive bf16 {naive_rel:.3e}"
+        print(f"{name}: ours max|a-b| {ours_max:.2e} rel {ours_rel:.2e}; naive {naive_max:.2e} {naive_rel:.2e}")
+        assert ours_rel <= naive_rel, f"{name}: ours rel {ours_rel:.3e} worse than naive {naive_rel:.3e}"
 
 
 def test_teacher_student_logprobs(backend, gen):
