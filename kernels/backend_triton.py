@@ -31,8 +31,9 @@ def _launch_config(device):
 
 
 def _dot_precision(dtype):
-    """fp32 inputs: exact IEEE dots unless the user allowed TF32 for matmuls, as torch does."""
-    return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    """fp32 inputs: exact IEEE dots unless the user allowed TF32 for matmuls, as torch does (the
+    setting only matters for fp32; half-precision dots keep Triton's default)."""
+    return "ieee" if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32 else "tf32"
 
 
 def vocab_partials(hidden, teacher_hidden, weight, targets, inv_temperature, with_entropy, with_expected_weight):

@@ -147,6 +147,18 @@ def test_coars_loss(backend, gen, ppo, frozen_head):
     assert bool((hidden.grad[p["targets"] == IGNORE] == 0).all())
 
 
+def test_strided_rows_and_int32_targets(backend, gen):
+    """Hidden rows picked out of a larger [B, T, D] activation (non-contiguous), int32 targets."""
+    n, d, vocab, temperature = SHAPES[0]
+    p = random_problem(gen, 2 * n, d, vocab, device=device_for(backend))
+    hidden = p["hidden"][::2]
+    targets = p["targets"][::2].to(torch.int32)
+    assert not hidden.is_contiguous()
+    logp = token_logprobs(hidden, p["weight"], targets, temperature=temperature)
+    want = reference.token_logprobs(hidden.double(), p["weight"].double(), targets.long(), temperature=temperature)
+    assert_close(logp, want, FP32_TOL, "logp")
+
+
 def test_zero_rows(backend):
     device = device_for(backend)
     hidden = torch.randn(0, 8, device=device, requires_grad=True)
