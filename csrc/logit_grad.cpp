@@ -28,7 +28,7 @@ void logit_grad_impl(const at::Tensor& hidden, const at::Tensor& weight, const a
   const scalar_t* c = mean_logit ? mean_logit->const_data_ptr<scalar_t>() : nullptr;
   scalar_t* out = dlogits.data_ptr<scalar_t>();
 
-#pragma omp parallel num_threads(at::get_num_threads())
+#pragma omp parallel num_threads(threads_for(N * V * D))
   {
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < row_blocks * vocab_tiles; ++item) {

@@ -23,6 +23,12 @@ constexpr int64_t kVocabTile = 256;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Threads for a job of `macs` multiply-adds: one per ~4M (about 50 us of GEMM), so that small
+// calls do not pay a fork/join (which stalls badly when other processes share the cores).
+inline int threads_for(int64_t macs) {
+  return static_cast<int>(std::clamp<int64_t>(ceil_div(macs, int64_t{1} << 22), 1, at::get_num_threads()));
+}
+
 // A row-major [rows, cols] matrix with leading dimension ld, as a tensor view (no copy).
 template <typename scalar_t>
 at::Tensor matrix(const scalar_t* data, int64_t rows, int64_t cols, int64_t ld) {

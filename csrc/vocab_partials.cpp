@@ -71,7 +71,8 @@ void vocab_partials_impl(const at::Tensor& hidden, const at::Tensor* teacher_hid
   const int64_t* y = targets.const_data_ptr<int64_t>();
   scalar_t* stats_ptr = stats.data_ptr<scalar_t>();
 
-#pragma omp parallel num_threads(at::get_num_threads())
+  const int64_t gemms_per_tile = row_sets + (expected ? 1 : 0);
+#pragma omp parallel num_threads(threads_for(gemms_per_tile * N * V * D))
   {
     std::vector<scalar_t> logits(row_sets * row_block * kVocabTile);
     std::vector<scalar_t> student_rows(needs_staging(hidden) ? row_block * D : 0);

@@ -61,34 +61,27 @@ class FusedLogprobs(torch.autograd.Function):
         return logp, logp_teacher, entropy
 
     @staticmethod
-    def backward(ctx, grad_logp, grad_logp_teacher, grad_entropy):
+    def backward(ctx, grad_logp, _grad_logp_teacher, grad_entropy):
         hidden, weight, targets, valid, lse, entropy, jacobian = ctx.saved_tensors
-        none = (None,) * 6
-        if not ctx.with_entropy:
-            grad_entropy = None
-        if grad_logp is None and grad_entropy is None:
-            return (None, None) + none
-        hidden_needs_grad, weight_needs_grad = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
-        if grad_logp is None:
-            grad_logp = torch.zeros_like(lse)
-
-        if jacobian is not None and grad_entropy is None:
-            grad_hidden = (grad_logp.to(jacobian.dtype)[:, None] * jacobian).to(hidden.dtype)
-            return (grad_hidden, None) + none
-
-        scale = valid.to(lse.dtype) * ctx.inv_temperature
-        logp_coef = grad_logp.to(lse.dtype) * scale
-        entropy_coef = mean_logit = None
-        if grad_entropy is not None:
-            entropy_coef = grad_entropy.to(lse.dtype) * scale
-            mean_logit = lse - entropy  # E_p[z]: entropy = lse - E_p[z]
-        grad_hidden, grad_weight = streaming_backward(
-            backend_module(ctx.backend), hidden, weight, targets, lse, logp_coef, entropy_coef, mean_logit,
-            ctx.inv_temperature, hidden_needs_grad, weight_needs_grad,
-        )
-        grad_hidden = grad_hidden.to(hidden.dtype) if grad_hidden is not None else None
-        grad_weight = grad_weight.to(weight.dtype) if grad_weight is not None else None
-        return (grad_hidden, None, grad_weight) + none[:5]
+        grad_entropy = grad_entropy if ctx.with_entropy else None
+        grad_hidden = grad_weight = None
+        if grad_logp is not None or grad_entropy is not None:
+            grad_logp = torch.zeros_like(lse) if grad_logp is None else grad_logp.to(lse.dtype)
+            if jacobian is not None and grad_entropy is None:
+                grad_hidden = grad_logp[:, None] * jacobian
+            else:
+                scale = valid.to(lse.dtype) * ctx.inv_temperature
+                entropy_coef = mean_logit = None
+                if grad_entropy is not None:
+                    entropy_coef = grad_entropy.to(lse.dtype) * scale
+                    mean_logit = lse - entropy  # E_p[z], since entropy = lse - E_p[z]
+                grad_hidden, grad_weight = streaming_backward(
+                    backend_module(ctx.backend), hidden, weight, targets, lse, grad_logp * scale, entropy_coef,
+                    mean_logit, ctx.inv_temperature, ctx.needs_input_grad[0], ctx.needs_input_grad[2],
+                )
+        grad_hidden = None if grad_hidden is None else grad_hidden.to(hidden.dtype)
+        grad_weight = None if grad_weight is None else grad_weight.to(weight.dtype)
+        return grad_hidden, None, grad_weight, None, None, None, None, None
 
 
 def streaming_backward(module, hidden, weight, targets, lse, logp_coef, entropy_coef, mean_logit,
