@@ -99,7 +99,7 @@ def test_logprobs_step_cpu(benchmark, smoke):
         assert rows["ours"]["memory_vs_naive"] <= 0.10
 
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA cases (bench/RESULTS.md: not measured here)")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA cases (need a GPU)")
 
 
 @needs_cuda

@@ -199,3 +199,27 @@ def test_deterministic(backend, gen):
         runs.append([loss, stats["logp_student"], hidden.grad, weight.grad])
     for first, second in zip(*runs):
         assert torch.equal(first, second)
+
+
+def test_jacobian_pass_only_when_the_hidden_gradient_is_needed(backend, gen, monkeypatch):
+    """The extra weight pass that stores d logp / d hidden runs only for a frozen head whose
+    hidden states need a gradient (never for the teacher, torch.no_grad, or a trained head)."""
+    from coars_fast.kernels.backends import backend_module
+
+    module = backend_module(backend)
+    calls = []
+    original = module.vocab_partials
+
+    def spy(*args):
+        calls.append(args[-1])  # with_expected_weight
+        return original(*args)
+
+    monkeypatch.setattr(module, "vocab_partials", spy)
+    n, d, vocab, _ = SHAPES[0]
+    p = random_problem(gen, n, d, vocab, device=device_for(backend))
+    hidden = p["hidden"].requires_grad_()
+    with torch.no_grad():
+        teacher_student_logprobs(hidden, p["teacher_hidden"], p["weight"], p["targets"])
+    teacher_student_logprobs(hidden, p["teacher_hidden"], p["weight"], p["targets"])
+    teacher_student_logprobs(hidden, p["teacher_hidden"], p["weight"].requires_grad_(), p["targets"])
+    assert calls == [False, module.ACCUMULATES_EXPECTED_WEIGHT, False]

@@ -21,7 +21,8 @@ def test_triton_kernels_under_the_interpreter():
     env.pop("COARS_FAST_BACKEND", None)
     files = [HERE / "test_kernel_correctness.py", HERE / "triton_interpreter_cases.py"]
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error::RuntimeWarning", *map(str, files)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error::RuntimeWarning",
+         *map(str, files)],
         env=env, capture_output=True, text=True, cwd=HERE.parents[1],
     )
     print(result.stdout[-6000:], result.stderr[-3000:])
