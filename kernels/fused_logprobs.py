@@ -26,7 +26,8 @@ from .validation import check_backend_dtype
 
 class FusedLogprobs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, teacher_hidden, weight, targets, temperature, ignore_index, with_entropy, backend):
+    def forward(ctx, hidden, teacher_hidden, weight, targets, temperature, ignore_index, with_entropy, backend,
+                with_jacobian):
         ctx.set_materialize_grads(False)
         module = backend_module(backend)
         n = hidden.shape[0]
@@ -34,8 +35,6 @@ class FusedLogprobs(torch.autograd.Function):
         hidden, weight, targets = hidden.contiguous(), weight.contiguous(), targets.long().contiguous()
         if teacher_hidden is not None:
             teacher_hidden = teacher_hidden.contiguous()
-        hidden_needs_grad, weight_needs_grad = ctx.needs_input_grad[0], ctx.needs_input_grad[2]
-        with_jacobian = hidden_needs_grad and not weight_needs_grad and module.ACCUMULATES_EXPECTED_WEIGHT
 
         stats, expected = module.vocab_partials(
             hidden, teacher_hidden, weight, targets, inv_temperature, with_entropy, with_jacobian
@@ -81,7 +80,7 @@ class FusedLogprobs(torch.autograd.Function):
                 )
         grad_hidden = None if grad_hidden is None else grad_hidden.to(hidden.dtype)
         grad_weight = None if grad_weight is None else grad_weight.to(weight.dtype)
-        return grad_hidden, None, grad_weight, None, None, None, None, None
+        return grad_hidden, None, grad_weight, None, None, None, None, None, None
 
 
 def streaming_backward(module, hidden, weight, targets, lse, logp_coef, entropy_coef, mean_logit,
@@ -109,8 +108,15 @@ def streaming_backward(module, hidden, weight, targets, lse, logp_coef, entropy_
 
 
 def fused_logprobs(hidden, teacher_hidden, weight, targets, *, temperature, ignore_index, with_entropy, backend):
-    """(logp [N], logp_teacher [N] or empty, entropy [N] or empty) on an already validated input."""
+    """(logp [N], logp_teacher [N] or empty, entropy [N] or empty) on an already validated input.
+
+    The Jacobian pass runs when the student rows will need a gradient and the head will not (the
+    Function cannot tell: its forward always runs with grad disabled)."""
     check_backend_dtype(backend, hidden)
+    with_jacobian = (
+        torch.is_grad_enabled() and hidden.requires_grad and not weight.requires_grad
+        and backend_module(backend).ACCUMULATES_EXPECTED_WEIGHT
+    )
     return FusedLogprobs.apply(
-        hidden, teacher_hidden, weight, targets, float(temperature), ignore_index, with_entropy, backend
+        hidden, teacher_hidden, weight, targets, float(temperature), ignore_index, with_entropy, backend, with_jacobian
     )
