@@ -69,7 +69,7 @@ setup(
         # unpinned would let pip resolve a multi-GB CUDA build on a CPU machine.
         "torch>=2.4",
         "numpy>=1.24",
-        "transformers>=5.0,<6",
+        "transformers>=5.24,<6",  # forward(cache=...) naming
         "peft>=0.21,<0.22",
         "gguf==0.19.0",
         "safetensors>=0.4",

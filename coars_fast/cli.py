@@ -45,7 +45,28 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("--method", default="all", choices=("random", "popularity", "sasrec", "all"))
     base.add_argument("--json", type=Path, help="also write the results to this JSON file")
     base.set_defaults(run=cmd_baseline)
+
+    ev = commands.add_parser("eval", help="the agents' Hit@1, ValidRatio and user-agent F1, beside the baselines")
+    _add_data_args(ev)
+    ev.add_argument("--split", default="val")
+    ev.add_argument("--num-users", type=int, default=200, help="episodes to play (a seeded sample of the split)")
+    ev.add_argument("--f1-users", type=int, help="users for the user-agent F1 protocol (default: --num-users; 0 skips)")
+    ev.add_argument("--turns", type=int, default=5, help="maximum turns per episode")
+    ev.add_argument("--candidates", default="random", choices=("random", "sasrec"))
+    ev.add_argument("--num-candidates", type=int, default=20)
+    ev.add_argument("--seed", type=int, default=0)
+    _add_model_args(ev)
+    ev.add_argument("--out", type=Path, help="folder for summary.json and transcripts.jsonl (default: runs/eval-...)")
+    ev.set_defaults(run=cmd_eval)
     return parser
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="Hugging Face id or local folder (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--adapters", type=Path, help="folder with trained rec/ and user/ LoRA adapters (default: none)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=16, help="sequences per generation call")
 
 
 def cmd_data_check(args) -> None:
@@ -80,6 +101,30 @@ def cmd_baseline(args) -> None:
     if args.json:
         args.json.write_text(json.dumps({"dataset": dataset.name, "split": args.split, "candidates": args.candidates,
                                          "seed": args.seed, "results": results}, indent=2))
+
+
+def cmd_eval(args) -> None:
+    from coars_fast.data import load_dataset, sasrec
+    from coars_fast.evaluation import EvalSettings, evaluate, format_report, write_result
+    from coars_fast.models import GenerationSettings, load_agent_adapters, load_model
+    from coars_fast.rollout import Agents
+
+    settings = EvalSettings(
+        split=args.split, num_users=args.num_users, f1_users=args.f1_users, max_turns=args.turns,
+        candidates=args.candidates, num_candidates=args.num_candidates, seed=args.seed,
+    )
+    dataset = load_dataset(args.dataset, args.data_dir)
+    ranker = sasrec.load_or_train(dataset)
+    model, tokenizer = load_model(args.model, args.device)
+    if args.adapters:
+        model = load_agent_adapters(model, args.adapters)
+    agents = Agents(model, tokenizer, GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size))
+    result = evaluate(agents, dataset, settings, sasrec=ranker)
+    result["model"] = args.model or "smollm2-135m (embedded)"
+    result["adapters"] = str(args.adapters) if args.adapters else None
+    out = args.out or Path("runs") / f"eval-{dataset.name}-{args.split}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(format_report(result, f"{dataset.name} {args.split}: model {result['model']}, adapters {result['adapters'] or 'none (zero-shot)'}"))
+    print(f"written: {write_result(result, out)}")
 
 
 def main(argv: list[str] | None = None) -> int:

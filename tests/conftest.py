@@ -60,3 +60,30 @@ def cyclic_dataset(tmp_path):
         start, length = rng.randrange(n), rng.randrange(6, 14)
         sequences[f"u{u}"] = [f"i{(start + k) % n}" for k in range(length)]
     return load_dataset("jsonl", write_jsonl(tmp_path / "cyclic", items, sequences))
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer(tmp_path_factory):
+    """The embedded model's tokenizer (its GGUF is converted once per test session)."""
+    os.environ["COARS_FAST_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")
+    from transformers import AutoTokenizer
+
+    from coars_fast.models.loading import embedded_model_dir
+
+    return AutoTokenizer.from_pretrained(embedded_model_dir())
+
+
+def tiny_llama(tokenizer, hidden=64, layers=2, seed=0):
+    """A randomly initialised Llama with the real tokenizer's vocabulary: fast and fully real code paths."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model.requires_grad_(False)

@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from coars_fast.data import sasrec
-from coars_fast.data.candidates import CandidateBuilder, title_key
+from coars_fast.data.candidates import CandidateBuilder
+from coars_fast.data.dataset import title_key
 from coars_fast.errors import DataError
 
 pytestmark = pytest.mark.data

@@ -10,21 +10,15 @@ item the user has seen.
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from coars_fast.data.dataset import Dataset, Episode
+from coars_fast.data.dataset import Dataset, Episode, title_key
 from coars_fast.errors import DataError
 
 NUM_CANDIDATES = 20
 MODES = ("random", "sasrec")
-
-
-def title_key(title: str) -> str:
-    """Case- and space-insensitive form of a title: two items with the same key are ambiguous."""
-    return re.sub(r"\s+", " ", title).strip().casefold()
 
 
 def episode_rng(seed: int, episode_id: str) -> np.random.Generator:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from coars_fast.data.candidates import title_key
-from coars_fast.data.dataset import Dataset
+from coars_fast.data.dataset import Dataset, title_key
 
 
 def summarize(dataset: Dataset) -> dict:
@@ -17,7 +16,7 @@ def summarize(dataset: Dataset) -> dict:
         total = sum(lengths.values())
         splits[name] = {
             "episodes": len(episodes),
-            "users": len({ep.user_id for ep in episodes}) if dataset.user_sequences else None,
+            "users": len({ep.user_id for ep in episodes}) if episodes and episodes[0].user_id else None,
             "history_len": {
                 "min": min(lengths) if lengths else 0,
                 "mean": round(sum(k * v for k, v in lengths.items()) / total, 2) if total else 0.0,
@@ -29,6 +28,7 @@ def summarize(dataset: Dataset) -> dict:
         "dataset": dataset.name,
         "source_rows": dataset.source_rows,
         "users": len(dataset.user_sequences) or None,
+        "user_note": dataset.user_note,
         "items": dataset.num_items,
         "titles": {
             "with_title": titled,
@@ -41,6 +41,8 @@ def summarize(dataset: Dataset) -> dict:
 
 def format_summary(s: dict) -> str:
     users = f"{s['users']:,}" if s["users"] else "n/a (rows carry no user ids: each row is its own user)"
+    if s["user_note"]:
+        users += f" ({s['user_note']})"
     t = s["titles"]
     lines = [
         f"dataset      {s['dataset']}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -9,6 +10,11 @@ from coars_fast.errors import DataError
 
 HISTORY_LEN = 10  # items of history shown to the agents (LLaRA / AFL protocol)
 MIN_HISTORY = 3  # shorter histories are dropped, as LLaRA and AFL do
+
+
+def title_key(title: str) -> str:
+    """Case- and space-insensitive form of a title: two items with the same key are ambiguous."""
+    return re.sub(r"\s+", " ", title).strip().casefold()
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class Dataset:
     splits: dict[str, list[Episode]]
     # Full chronological sequence per user, where the data has user ids (used for peers and F1).
     user_sequences: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    user_note: str = ""  # where `user_sequences` come from, when not from the episodes themselves
     # Rows per source file (before short histories are filtered out), for `data check`.
     source_rows: dict[str, int] = field(default_factory=dict)
     # Items whose title is a placeholder (e.g. an ASIN), when real titles are missing.

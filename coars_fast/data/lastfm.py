@@ -2,10 +2,14 @@
 
 Folder layout under the data directory: `lastfm/llara/{train,val}.jsonl[.gz]` (test too, if you
 have it) and `lastfm/llara/id2name.txt`. The rows carry no user id, so each row is its own "user".
+For the user-agent F1 protocol, per-user sequences come from the original HetRec files
+(`lastfm/hetrec2011-lastfm-2k/user_taggedartists.dat` ordered by date, `artists.dat` for names),
+mapped to LLaRA ids by artist name; without that folder the F1 protocol is unavailable.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 
 from coars_fast.data.dataset import HISTORY_LEN, MIN_HISTORY, Dataset, Episode, Item
@@ -24,7 +28,47 @@ def load(data_dir: Path, history_len: int = HISTORY_LEN, min_history: int = MIN_
         if path is None:
             continue
         splits[split], rows[path.name] = _read_rows(path, split, pad, history_len, min_history)
-    return Dataset(name="lastfm", items=items, splits=splits, source_rows=rows)
+    hetrec = data_dir / "lastfm" / "hetrec2011-lastfm-2k"
+    sequences = _hetrec_sequences(hetrec, items) if hetrec.is_dir() else {}
+    return Dataset(
+        name="lastfm",
+        items=items,
+        splits=splits,
+        user_sequences=sequences,
+        source_rows=rows,
+        user_note="HetRec users in tagging order, mapped to LLaRA ids; for user-agent F1 only, LLaRA rows carry no user ids",
+    )
+
+
+def _hetrec_sequences(folder: Path, items: list[Item]) -> dict[str, tuple[int, ...]]:
+    """Per HetRec user, the LLaRA ids of the artists they tagged, by first tagging date."""
+    by_name = {item.title: index for index, item in enumerate(items)}
+    artists = find_file(folder, "artists.dat", "HetRec's `id \\t name \\t url \\t pictureURL` lines")
+    artist_index = {}
+    for line_no, line in text_lines(artists):
+        fields = line.split("\t")
+        if line_no == 1 or len(fields) < 2:
+            continue  # header
+        if fields[1] in by_name:
+            artist_index[fields[0]] = by_name[fields[1]]
+    tags = find_file(folder, "user_taggedartists.dat", "HetRec's `user \\t artist \\t tag \\t day \\t month \\t year` lines")
+    first_seen: dict[str, dict[int, tuple]] = defaultdict(dict)
+    for line_no, line in text_lines(tags, "ascii"):
+        fields = line.split("\t")
+        if line_no == 1:
+            continue  # header
+        if len(fields) != 6 or not all(f.strip().isdigit() for f in fields):
+            raise malformed(tags, line_no, f"expected 6 tab-separated numbers, got {line[:80]!r}")
+        user, artist, _, day, month, year = fields
+        if artist in artist_index:
+            key = (int(year), int(month), int(day), line_no)  # file order breaks ties within a day
+            item = artist_index[artist]
+            first_seen[user].setdefault(item, key)
+            first_seen[user][item] = min(first_seen[user][item], key)
+    return {
+        user: tuple(sorted(seen, key=seen.get))
+        for user, seen in sorted(first_seen.items(), key=lambda kv: int(kv[0]))
+    }
 
 
 def _read_names(path: Path) -> list[Item]:

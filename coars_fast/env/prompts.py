@@ -1,0 +1,121 @@
+"""Prompt templates as chat messages. The model's own chat template turns them into tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class Domain:
+    noun: str  # what an item is
+    verb: str  # what a user did with past items
+
+
+DOMAINS = {
+    "lastfm": Domain("music artist", "listened to"),
+    "movielens": Domain("movie", "watched"),
+    "instruments": Domain("musical instrument product", "bought"),
+}
+GENERIC = Domain("item", "interacted with")
+
+REC_SYSTEM = (
+    "You are a recommender agent. From a list of candidates, pick the one {noun} this user is most "
+    "likely to want next. Learn from the user's earlier reactions in this conversation."
+)
+USER_SYSTEM = (
+    "You are simulating a user of a recommender system. Judge each recommendation the way this user, "
+    "with this history, would."
+)
+REC_FORMAT = (
+    "Which candidate should the user get next? Answer in two lines:\n"
+    "Item: <one title copied exactly from the candidates>\n"
+    "Reason: <one short sentence>"
+)
+USER_FORMAT = (
+    "How do you react? Answer in three lines:\n"
+    "Action: <click, star, skip or dislike> (click: want it now; star: interesting; skip: not now; dislike: not for me)\n"
+    "Score: <a number from 0 to 1: how well it fits you>\n"
+    "Reason: <one short sentence>"
+)
+# Each answer is started for the agent (its first label), which keeps small models on the format.
+REC_ANSWER_PREFIX = "Item:"
+USER_ANSWER_PREFIX = "Action:"
+
+
+def _chat(system: str, parts: Sequence[str], answer_prefix: str) -> list[dict]:
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": "\n\n".join(p for p in parts if p)},
+        {"role": "assistant", "content": answer_prefix},
+    ]
+
+
+def _numbered(titles: Sequence[str]) -> str:
+    return "\n".join(f"{i}. {t}" for i, t in enumerate(titles, start=1))
+
+
+def render_memory(lines: Sequence[str]) -> str:
+    return "Conversation so far:\n" + "\n".join(lines) if lines else ""
+
+
+def recommender_messages(
+    domain: Domain, history: Sequence[str], candidates: Sequence[str], memory: Sequence[str]
+) -> list[dict]:
+    parts = [
+        f"The user {domain.verb} these, oldest first:\n{_numbered(history)}",
+        "Candidates:\n" + "\n".join(f"- {t}" for t in candidates),
+        render_memory(memory),
+        REC_FORMAT,
+    ]
+    return _chat(REC_SYSTEM.format(noun=domain.noun), parts, REC_ANSWER_PREFIX)
+
+
+def peer_sentence(domain: Domain, count: int, peers: int) -> str:
+    """The peer evidence p_t shown to the User agent."""
+    return f"Of the {peers} users most similar to you, {count} chose this {domain.noun}."
+
+
+def user_messages(
+    domain: Domain,
+    history: Sequence[str],
+    item: str,
+    reason: str,
+    memory: Sequence[str],
+    peer_evidence: str | None = None,
+) -> list[dict]:
+    suggestion = f'The recommender now suggests the {domain.noun} "{item}".'
+    if reason:
+        suggestion += f" Its reason: {reason}"
+    parts = [
+        f"You {domain.verb} these, oldest first:\n{_numbered(history)}",
+        render_memory(memory),
+        suggestion,
+        peer_evidence or "",
+        USER_FORMAT,
+    ]
+    return _chat(USER_SYSTEM, parts, USER_ANSWER_PREFIX)
+
+
+def answer_prefix(messages: Sequence[dict]) -> str:
+    """The start of the answer written for the agent (an unfinished assistant message), or ""."""
+    return messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
+
+
+def with_hindsight(messages: Sequence[dict], hindsight: str) -> list[dict]:
+    """The teacher's prompt: the student's, with the hindsight block before the question."""
+    out = [dict(m) for m in messages]
+    last_user = max(i for i, m in enumerate(out) if m["role"] == "user")
+    body, sep, question = out[last_user]["content"].rpartition("\n\n")
+    out[last_user]["content"] = f"{body}\n\n{hindsight}{sep}{question}" if sep else f"{question}\n\n{hindsight}"
+    return out
+
+
+def preference_messages(domain: Domain, history: Sequence[str], memory: Sequence[str], item: str) -> list[dict]:
+    """A yes/no question for the User agent: would you like this item? (user-agent F1)."""
+    parts = [
+        f"You {domain.verb} these, oldest first:\n{_numbered(history)}",
+        render_memory(memory),
+        f'Would you like the {domain.noun} "{item}"? Answer with one word: like or dislike.',
+    ]
+    return [{"role": "system", "content": USER_SYSTEM}, {"role": "user", "content": "\n\n".join(p for p in parts if p)}]

@@ -1,0 +1,124 @@
+"""Batched generation that keeps the exact token ids (token-in, token-out) and their log-probs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from coars_fast.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    greedy: bool = True
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    batch_size: int = 16  # sequences per generate() call; bounds the KV cache
+
+    def __post_init__(self):
+        if not self.temperature > 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ConfigError(
+                "generation needs temperature > 0, 0 < top_p <= 1, max_new_tokens >= 1 and batch_size >= 1; "
+                f"got {self.temperature}, {self.top_p}, {self.max_new_tokens}, {self.batch_size}"
+            )
+
+
+@dataclass(frozen=True)
+class Generated:
+    prompt_ids: tuple[int, ...]
+    ids: tuple[int, ...]  # the response as sampled, ending with the stop token when one came
+    logprobs: tuple[float, ...]  # log pi(token) at the sampling temperature (before top-p), per id
+    text: str  # `ids` decoded without special tokens
+    finished: bool  # False when max_new_tokens cut the response
+
+
+def encode_chat(tokenizer, messages: Sequence[dict]) -> list[int]:
+    """Token ids of a chat through the model's own template, ready for the assistant's answer.
+
+    A final assistant message is an answer already begun: it stays open for the model to continue.
+    """
+    begun = bool(messages) and messages[-1]["role"] == "assistant"
+    ids = tokenizer.apply_chat_template(
+        list(messages), add_generation_prompt=not begun, continue_final_message=begun, tokenize=True, return_dict=False
+    )
+    return list(ids)
+
+
+def stop_token_ids(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    stops = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
+    stops.add(tokenizer.eos_token_id)
+    return stops
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    settings: GenerationSettings = GenerationSettings(),
+    adapter: str | None = None,
+) -> list[Generated]:
+    """Generate a response for each tokenised prompt, with `adapter` active (a PeftModel's)."""
+    if adapter is not None:
+        model.set_adapter(adapter)
+    stops = stop_token_ids(model, tokenizer)
+    results: list[Generated | None] = [None] * len(prompts)
+    # Similar lengths together: less left padding per batch.
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    for start in range(0, len(order), settings.batch_size):
+        chunk = order[start : start + settings.batch_size]
+        for i, generated in zip(chunk, _generate_batch(model, tokenizer, [prompts[i] for i in chunk], settings, stops)):
+            results[i] = generated
+    return results
+
+
+def _generate_batch(model, tokenizer, prompts, settings: GenerationSettings, stops: set[int]) -> list[Generated]:
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        attention[row, width - len(prompt) :] = 1
+    sampling = {} if settings.greedy else {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
+    out = model.generate(
+        input_ids=input_ids.to(device),
+        attention_mask=attention.to(device),
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=not settings.greedy,
+        pad_token_id=pad,
+        eos_token_id=sorted(stops),
+        return_dict_in_generate=True,
+        output_logits=True,
+        **sampling,
+    )
+    new = out.sequences[:, width:].cpu()
+    temperature = 1.0 if settings.greedy else settings.temperature
+    # Log-probs step by step: never holds a [batch, steps, vocab] fp32 tensor.
+    logprobs = torch.stack(
+        [
+            torch.log_softmax(step.float() / temperature, dim=-1).gather(1, new[:, t : t + 1].to(step.device)).squeeze(1).cpu()
+            for t, step in enumerate(out.logits)
+        ],
+        dim=1,
+    )
+    results = []
+    for row, prompt in enumerate(prompts):
+        ids = new[row].tolist()
+        end = next((t + 1 for t, token in enumerate(ids) if token in stops), None)
+        ids = ids[:end] if end else ids
+        results.append(
+            Generated(
+                prompt_ids=tuple(prompt),
+                ids=tuple(ids),
+                logprobs=tuple(logprobs[row, : len(ids)].tolist()),
+                text=tokenizer.decode(ids, skip_special_tokens=True),
+                finished=end is not None,
+            )
+        )
+    return results

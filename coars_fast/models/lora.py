@@ -1,0 +1,65 @@
+"""The two agents as named LoRA adapters, `rec` and `user`, on one frozen base model.
+
+Saved in the standard PEFT layout: `<folder>/rec/` and `<folder>/user/`, each loadable on its own
+with `PeftModel.from_pretrained(base, "<folder>/rec")`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from coars_fast.errors import ConfigError
+
+AGENTS = ("rec", "user")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.rank,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            task_type="CAUSAL_LM",
+        )
+
+
+def add_agent_adapters(model, settings: LoraSettings = LoraSettings()):
+    """Wrap `model` in a PeftModel holding fresh `rec` and `user` adapters (LoRA B = 0: the base)."""
+    from peft import get_peft_model
+
+    try:
+        peft_model = get_peft_model(model, settings.peft_config(), adapter_name=AGENTS[0])
+    except ValueError as err:
+        raise ConfigError(f"LoRA target modules {settings.target_modules} do not fit this model: {err}") from None
+    for name in AGENTS[1:]:
+        peft_model.add_adapter(name, settings.peft_config())
+    return peft_model
+
+
+def save_agent_adapters(peft_model, folder: str | Path) -> None:
+    # PEFT writes each adapter not named "default" to <folder>/<name>/.
+    peft_model.save_pretrained(Path(folder), selected_adapters=list(AGENTS))
+
+
+def load_agent_adapters(model, folder: str | Path, trainable: bool = False):
+    """A PeftModel with the `rec` and `user` adapters saved by `save_agent_adapters`."""
+    from peft import PeftModel
+
+    folder = Path(folder)
+    missing = [name for name in AGENTS if not (folder / name / "adapter_config.json").is_file()]
+    if missing:
+        raise ConfigError(f"adapter folder {folder} lacks {', '.join(f'{m}/adapter_config.json' for m in missing)}")
+    peft_model = PeftModel.from_pretrained(model, folder / AGENTS[0], adapter_name=AGENTS[0], is_trainable=trainable)
+    for name in AGENTS[1:]:
+        peft_model.load_adapter(folder / name, adapter_name=name, is_trainable=trainable)
+    return peft_model

@@ -1,0 +1,81 @@
+"""The batched episode runner: many episodes at once, one batched generation per agent per turn."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from tqdm.auto import tqdm
+
+from coars_fast.data.dataset import Dataset, Episode
+from coars_fast.env import DOMAINS, GENERIC, EpisodeState, PeerEvidence
+from coars_fast.models import GenerationSettings, encode_chat, generate
+from coars_fast.models.scoring import next_token_logprobs
+
+# (episode state, recommended item) -> the peer evidence shown to the User agent, or None.
+PeerLookup = Callable[[EpisodeState, int], PeerEvidence | None]
+
+
+class Agents:
+    """The Recommender and the User: one base model, the `rec` / `user` adapters when present."""
+
+    def __init__(self, model, tokenizer, settings: GenerationSettings = GenerationSettings()):
+        self.model, self.tokenizer, self.settings = model, tokenizer, settings
+        self.has_adapters = hasattr(model, "set_adapter") and hasattr(model, "peft_config")
+
+    def _adapter(self, agent: str) -> str | None:
+        return agent if self.has_adapters else None
+
+    def respond(self, agent: str, chats: Sequence[list[dict]]):
+        prompts = [encode_chat(self.tokenizer, chat) for chat in chats]
+        return generate(self.model, self.tokenizer, prompts, self.settings, adapter=self._adapter(agent))
+
+    def next_token_logprobs(self, agent: str, chats: Sequence[list[dict]]):
+        prompts = [encode_chat(self.tokenizer, chat) for chat in chats]
+        return next_token_logprobs(self.model, self.tokenizer, prompts, adapter=self._adapter(agent))
+
+
+def make_states(
+    dataset: Dataset, episodes: Sequence[Episode], candidates: Sequence[Sequence[int]], max_turns: int
+) -> list[EpisodeState]:
+    domain = DOMAINS.get(dataset.name, GENERIC)
+    return [
+        EpisodeState(
+            ep.episode_id,
+            [dataset.title(i) for i in ep.history],
+            [(i, dataset.title(i)) for i in cands],
+            ep.target,
+            max_turns=max_turns,
+            domain=domain,
+        )
+        for ep, cands in zip(episodes, candidates)
+    ]
+
+
+def run_episodes(
+    agents: Agents,
+    states: Sequence[EpisodeState],
+    peers: PeerLookup | None = None,
+    progress: bool = True,
+    desc: str = "episodes",
+) -> None:
+    """Play every episode to its end. Episodes leave the batch as they end."""
+    bar = tqdm(total=len(states), desc=desc, unit="ep", disable=not progress)
+    finished = sum(s.done for s in states)
+    bar.update(finished)
+    turn = 0
+    while finished < len(states):
+        turn += 1
+        recs = [s for s in states if s.awaiting == "rec"]
+        bar.set_postfix(turn=turn, active=len(recs))
+        for state, output in zip(recs, agents.respond("rec", [s.rec_prompt() for s in recs])):
+            state.give_recommendation(output)
+        users = [s for s in states if s.awaiting == "user"]
+        evidence = [peers(s, s.turns[-1].item) if peers else None for s in users]
+        chats = [s.user_prompt(e) for s, e in zip(users, evidence)]
+        if users:
+            for state, output, e in zip(users, agents.respond("user", chats), evidence):
+                state.give_reply(output, e)
+        now = sum(s.done for s in states)
+        bar.update(now - finished)
+        finished = now
+    bar.close()

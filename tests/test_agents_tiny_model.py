@@ -1,0 +1,110 @@
+"""The agents on a tiny random model: batched episodes, token-in-token-out records, two adapters."""
+
+import time
+
+import pytest
+import torch
+
+from coars_fast.data.dataset import Episode
+from coars_fast.models import GenerationSettings, add_agent_adapters, encode_chat, generate, load_agent_adapters, save_agent_adapters
+from coars_fast.models.scoring import next_token_logprobs
+from coars_fast.rollout import Agents, make_states, run_episodes
+from conftest import tiny_llama
+from coars_fast.data.dataset import Dataset, Item
+
+
+@pytest.fixture
+def tiny_agents(smol_tokenizer):
+    model = add_agent_adapters(tiny_llama(smol_tokenizer))
+    return Agents(model, smol_tokenizer, GenerationSettings(greedy=False, temperature=1.0, max_new_tokens=12, batch_size=4))
+
+
+@pytest.fixture
+def toy_dataset():
+    titles = ["Joy Division", "Kent", "Iggy Pop", "Air", "Blur", "Pulp", "Suede", "Oasis", "Muse", "Keane", "Bush", "Doves"]
+    return Dataset(name="lastfm", items=[Item(str(i), t) for i, t in enumerate(titles)], splits={})
+
+
+def _episodes(n):
+    return [Episode(f"e{i}", None, (0, 1, 2), target=3 + i % 5, seen=frozenset({0, 1, 2, 3 + i % 5})) for i in range(n)]
+
+
+def test_batched_episodes_keep_exact_token_ids(tiny_agents, toy_dataset):
+    episodes = _episodes(6)
+    candidates = [tuple(range(3, 12)) for _ in episodes]
+    states = make_states(toy_dataset, episodes, candidates, max_turns=3)
+    started = time.monotonic()
+    run_episodes(tiny_agents, states, progress=False)
+    assert time.monotonic() - started < 60
+    tok = tiny_agents.tokenizer
+    for s in states:
+        assert s.done and 1 <= len(s.turns) <= 3
+        for turn in s.turns:
+            out = turn.rec_output
+            assert list(out.prompt_ids) == encode_chat(tok, turn.rec_prompt)
+            assert tok.decode(list(out.ids), skip_special_tokens=True) == out.text
+            assert 1 <= len(out.ids) <= 12 and len(out.logprobs) == len(out.ids)
+            assert all(lp <= 0 for lp in out.logprobs)
+            if turn.user_output is not None:
+                assert list(turn.user_output.prompt_ids) == encode_chat(tok, turn.user_prompt)
+                assert tok.decode(list(turn.user_output.ids), skip_special_tokens=True) == turn.user_output.text
+
+
+def test_behaviour_logprobs_match_a_forward_pass(tiny_agents):
+    """The stored log-probs are those of the sampling policy: a training forward must see the same."""
+    tok, model = tiny_agents.tokenizer, tiny_agents.model
+    prompts = [encode_chat(tok, [{"role": "user", "content": text}]) for text in ("Hello there", "Name one band please")]
+    settings = GenerationSettings(greedy=False, temperature=0.7, max_new_tokens=8, batch_size=2)
+    for out in generate(model, tok, prompts, settings, adapter="rec"):
+        ids = torch.tensor([list(out.prompt_ids) + list(out.ids)])
+        logits = model(input_ids=ids).logits[0, len(out.prompt_ids) - 1 : -1].float() / 0.7
+        expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(out.ids)[:, None]).squeeze(1)
+        assert torch.allclose(torch.tensor(out.logprobs), expected, atol=1e-4)
+
+
+def test_two_adapters_differ_once_one_is_perturbed(tiny_agents, tmp_path):
+    model, tok = tiny_agents.model, tiny_agents.tokenizer
+    ids = torch.tensor([encode_chat(tok, [{"role": "user", "content": "Which artist next?"}])])
+
+    def logits(adapter):
+        model.set_adapter(adapter)
+        return model(input_ids=ids).logits
+
+    assert torch.equal(logits("rec"), logits("user"))  # fresh LoRA (B = 0) is the base model
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B.rec" in name:
+                param.normal_(std=0.5)
+    assert not torch.allclose(logits("rec"), logits("user"), atol=1e-3)
+    with model.disable_adapter():
+        base = model(input_ids=ids).logits
+    assert torch.equal(logits("user"), base)
+
+    # Saved in the PEFT layout, reloaded both ways.
+    save_agent_adapters(model, tmp_path / "adapters")
+    from peft import PeftModel
+
+    alone = PeftModel.from_pretrained(tiny_llama(tok), tmp_path / "adapters" / "rec")
+    assert torch.allclose(alone(input_ids=ids).logits, logits("rec"), atol=1e-5)
+    both = load_agent_adapters(tiny_llama(tok), tmp_path / "adapters")
+    both.set_adapter("rec")
+    assert torch.allclose(both(input_ids=ids).logits, logits("rec"), atol=1e-5)
+    both.set_adapter("user")
+    assert torch.allclose(both(input_ids=ids).logits, base, atol=1e-5)
+
+
+def test_shared_prefix_scoring_matches_separate_forwards(tiny_agents):
+    tok, model = tiny_agents.tokenizer, tiny_agents.model
+    chats = [[{"role": "user", "content": f"Do you like {item}? Answer like or dislike."}] for item in ("Blur", "Pulp and friends", "Air")]
+    prompts = [encode_chat(tok, c) for c in chats]
+    got = next_token_logprobs(model, tok, prompts, adapter="user")
+    for row, prompt in enumerate(prompts):
+        expected = torch.log_softmax(model(input_ids=torch.tensor([prompt])).logits[0, -1].float(), -1)
+        assert torch.allclose(got[row], expected, atol=1e-4)
+
+
+def test_missing_adapter_folder_is_a_clear_error(smol_tokenizer, tmp_path):
+    from coars_fast.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="lacks rec/adapter_config.json, user/adapter_config.json"):
+        load_agent_adapters(tiny_llama(smol_tokenizer), tmp_path)
