@@ -1,7 +1,10 @@
-"""Shared helpers of the kernel tests: which backends to test, random inputs, error reports."""
+"""Shared helpers of the kernel tests: which backends to test, random inputs, error reports, and
+the `gen` and `backend` fixtures (imported by the test modules that use them: a conftest.py here
+would shadow tests/conftest.py, which other tests import by module name)."""
 import importlib.util
 import os
 
+import pytest
 import torch
 
 from coars_fast.kernels.backends import backend_module
@@ -68,3 +71,18 @@ def random_problem(gen, n, d, vocab, *, dtype=torch.float32, device="cpu", ignor
 
 def as_float64(problem):
     return {k: v.detach().double() if v.is_floating_point() else v for k, v in problem.items()}
+
+
+@pytest.fixture
+def gen():
+    """A generator with a fresh seed each run (printed, so a failure can be replayed)."""
+    seed = int.from_bytes(os.urandom(4), "little")
+    print(f"random seed: {seed}")
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(params=backends_under_test())
+def backend(request, monkeypatch):
+    """Runs the test once per available backend, forced through COARS_FAST_BACKEND."""
+    monkeypatch.setenv(BACKEND_ENV, request.param)
+    return request.param

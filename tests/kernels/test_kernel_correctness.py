@@ -8,6 +8,7 @@ import torch
 
 from coars_fast.kernels import coars_loss, reference, teacher_student_logprobs, token_logprobs
 from kernel_helpers import IGNORE, as_float64, assert_close, device_for, errors, random_problem
+from kernel_helpers import backend, gen  # noqa: F401 (pytest fixtures)
 
 FP32_TOL = 1e-5
 # (N, D, V, temperature): V is never a multiple of a tile (C++ 256, Triton 64/128) and spans several

@@ -5,6 +5,7 @@ import torch
 
 from coars_fast.kernels import coars_loss, teacher_student_logprobs, token_logprobs
 from kernel_helpers import IGNORE, random_problem
+from kernel_helpers import backend, gen  # noqa: F401 (pytest fixtures)
 
 N, D, V = 6, 5, 13
 

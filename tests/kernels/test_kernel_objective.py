@@ -3,6 +3,7 @@ fused op and the reference share it, so it is checked on its own here."""
 import torch
 
 from coars_fast.kernels.objective import coars_objective
+from kernel_helpers import gen  # noqa: F401 (pytest fixture)
 
 
 def _setup(gen, n=9):
