@@ -108,3 +108,30 @@ def test_missing_adapter_folder_is_a_clear_error(smol_tokenizer, tmp_path):
 
     with pytest.raises(ConfigError, match="lacks rec/adapter_config.json, user/adapter_config.json"):
         load_agent_adapters(tiny_llama(smol_tokenizer), tmp_path)
+
+
+def test_prompt_cache_reuse_gives_the_same_generation(tiny_agents):
+    """Turn 2's prompt shares turn 1's prefix; reusing its KV changes nothing but the cost."""
+    from coars_fast.models.prompt_cache import PromptCache
+
+    tok, model = tiny_agents.tokenizer, tiny_agents.model
+    settings = GenerationSettings(greedy=True, max_new_tokens=10, batch_size=3)
+
+    def chat(user, memory):
+        return encode_chat(tok, [{"role": "system", "content": "Pick an artist."},
+                                 {"role": "user", "content": f"History of {user}: Blur, Pulp.\n\n{memory}Which one?"},
+                                 {"role": "assistant", "content": "Item:"}])
+
+    users = ["ann", "bob with a much longer name", "cy"]
+    cache = PromptCache()
+    first = generate(model, tok, [chat(u, "") for u in users], settings, "rec", cache, users)
+    assert len(cache) == 3
+    second_prompts = [chat(u, f"Turn 1: suggested something to {u}.\n\n") for u in users[:2]] + [chat("cy", "")]
+    reused = [cache.reusable(u, p)[0] for u, p in zip(users, second_prompts)]
+    assert all(n > 10 for n in reused) and reused[2] == len(second_prompts[2]) - 1
+    cached = generate(model, tok, second_prompts, settings, "rec", cache, users)
+    plain = generate(model, tok, second_prompts, settings, "rec")
+    for a, b in zip(cached, plain):
+        assert a.ids == b.ids and a.prompt_ids == b.prompt_ids
+        assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
+    assert [g.ids for g in first] == [g.ids for g in generate(model, tok, [chat(u, "") for u in users], settings, "rec")]

@@ -19,25 +19,26 @@ DOMAINS = {
 }
 GENERIC = Domain("item", "interacted with")
 
+# The answer formats live in the system prompts: the part of a prompt that never changes between
+# turns comes first, so a prompt cache can reuse it (only memory and question change).
 REC_SYSTEM = (
     "You are a recommender agent. From a list of candidates, pick the one {noun} this user is most "
-    "likely to want next. Learn from the user's earlier reactions in this conversation."
-)
-USER_SYSTEM = (
-    "You are simulating a user of a recommender system. Judge each recommendation the way this user, "
-    "with this history, would."
-)
-REC_FORMAT = (
-    "Which candidate should the user get next? Answer in two lines:\n"
+    "likely to want next. Learn from the user's earlier reactions in this conversation. Answer in two lines:\n"
     "Item: <one title copied exactly from the candidates>\n"
     "Reason: <one short sentence>"
 )
-USER_FORMAT = (
-    "How do you react? Answer in three lines:\n"
+USER_SYSTEM = (
+    "You are simulating a user of a recommender system. Judge each recommendation the way this user, "
+    "with this history, would. Answer in three lines:\n"
     "Action: <click, star, skip or dislike> (click: want it now; star: interesting; skip: not now; dislike: not for me)\n"
     "Score: <a number from 0 to 1: how well it fits you>\n"
     "Reason: <one short sentence>"
 )
+PREFERENCE_SYSTEM = (
+    "You are simulating a user of a recommender system. Judge items the way this user, with this history, would."
+)
+REC_QUESTION = "Which candidate should the user get next?"
+USER_QUESTION = "How do you react?"
 # Each answer is started for the agent (its first label), which keeps small models on the format.
 REC_ANSWER_PREFIX = "Item:"
 USER_ANSWER_PREFIX = "Action:"
@@ -66,7 +67,7 @@ def recommender_messages(
         f"The user {domain.verb} these, oldest first:\n{_numbered(history)}",
         "Candidates:\n" + "\n".join(f"- {t}" for t in candidates),
         render_memory(memory),
-        REC_FORMAT,
+        REC_QUESTION,
     ]
     return _chat(REC_SYSTEM.format(noun=domain.noun), parts, REC_ANSWER_PREFIX)
 
@@ -92,7 +93,7 @@ def user_messages(
         render_memory(memory),
         suggestion,
         peer_evidence or "",
-        USER_FORMAT,
+        USER_QUESTION,
     ]
     return _chat(USER_SYSTEM, parts, USER_ANSWER_PREFIX)
 
@@ -118,4 +119,4 @@ def preference_messages(domain: Domain, history: Sequence[str], memory: Sequence
         render_memory(memory),
         f'Would you like the {domain.noun} "{item}"? Answer with one word: like or dislike.',
     ]
-    return [{"role": "system", "content": USER_SYSTEM}, {"role": "user", "content": "\n\n".join(p for p in parts if p)}]
+    return [{"role": "system", "content": PREFERENCE_SYSTEM}, {"role": "user", "content": "\n\n".join(p for p in parts if p)}]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Hashable, Sequence
 
 import torch
 
 from coars_fast.errors import ConfigError
+from coars_fast.models.prompt_cache import PromptCache, rows_of, stack_left_padded
 
 
 @dataclass(frozen=True)
@@ -61,34 +62,52 @@ def generate(
     prompts: Sequence[Sequence[int]],
     settings: GenerationSettings = GenerationSettings(),
     adapter: str | None = None,
+    cache: PromptCache | None = None,
+    keys: Sequence[Hashable] | None = None,
 ) -> list[Generated]:
-    """Generate a response for each tokenised prompt, with `adapter` active (a PeftModel's)."""
+    """Generate a response for each tokenised prompt, with `adapter` active (a PeftModel's).
+
+    With a `cache` and one key per prompt, each prompt's longest common prefix with the last prompt
+    stored under its key is not recomputed, and the prompt's KV is stored for the next call.
+    """
     if adapter is not None:
         model.set_adapter(adapter)
+    if cache is not None and (keys is None or len(keys) != len(prompts)):
+        raise ValueError("a prompt cache needs one key per prompt")
     stops = stop_token_ids(model, tokenizer)
     results: list[Generated | None] = [None] * len(prompts)
-    # Similar lengths together: less left padding per batch.
+    # Similar lengths together: less padding per batch.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     for start in range(0, len(order), settings.batch_size):
         chunk = order[start : start + settings.batch_size]
-        for i, generated in zip(chunk, _generate_batch(model, tokenizer, [prompts[i] for i in chunk], settings, stops)):
+        chunk_keys = [keys[i] for i in chunk] if cache is not None else None
+        batch = _generate_batch(model, tokenizer, [prompts[i] for i in chunk], settings, stops, cache, chunk_keys)
+        for i, generated in zip(chunk, batch):
             results[i] = generated
     return results
 
 
-def _generate_batch(model, tokenizer, prompts, settings: GenerationSettings, stops: set[int]) -> list[Generated]:
+def _generate_batch(model, tokenizer, prompts, settings: GenerationSettings, stops: set[int], cache, keys) -> list[Generated]:
+    """Rows are laid out as [pad | cached prefix | pad | new prompt tokens]: the attention mask hides
+    the pads, and positions (from the mask's running sum) stay those of the unpadded prompt."""
     device = next(model.parameters()).device
-    width = max(len(p) for p in prompts)
+    reuse = [cache.reusable(key, p) for key, p in zip(keys, prompts)] if cache is not None else [(0, None)] * len(prompts)
+    cached = max(n for n, _ in reuse)
+    width = max(len(p) - n for p, (n, _) in zip(prompts, reuse))
     pad = tokenizer.pad_token_id
-    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-        attention[row, width - len(prompt) :] = 1
+    input_ids = torch.full((len(prompts), cached + width), pad, dtype=torch.long)
+    attention = torch.zeros_like(input_ids)
+    for row, (prompt, (n, _)) in enumerate(zip(prompts, reuse)):
+        input_ids[row, cached - n : cached] = torch.tensor(prompt[:n], dtype=torch.long)
+        input_ids[row, cached + width - (len(prompt) - n) :] = torch.tensor(prompt[n:], dtype=torch.long)
+        attention[row, cached - n : cached] = 1
+        attention[row, cached + width - (len(prompt) - n) :] = 1
+    past = stack_left_padded([kv for _, kv in reuse], [n for n, _ in reuse], cached, model.config) if cached else None
     sampling = {} if settings.greedy else {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
     out = model.generate(
         input_ids=input_ids.to(device),
         attention_mask=attention.to(device),
+        cache=past,
         max_new_tokens=settings.max_new_tokens,
         do_sample=not settings.greedy,
         pad_token_id=pad,
@@ -97,7 +116,10 @@ def _generate_batch(model, tokenizer, prompts, settings: GenerationSettings, sto
         output_logits=True,
         **sampling,
     )
-    new = out.sequences[:, width:].cpu()
+    if cache is not None:
+        for key, prompt, kv in zip(keys, prompts, rows_of(out.cache, attention, [len(p) for p in prompts])):
+            cache.store(key, prompt, kv)
+    new = out.sequences[:, cached + width :].cpu()
     temperature = 1.0 if settings.greedy else settings.temperature
     # Log-probs step by step: never holds a [batch, steps, vocab] fp32 tensor.
     logprobs = torch.stack(

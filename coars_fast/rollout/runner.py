@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 from coars_fast.data.dataset import Dataset, Episode
 from coars_fast.env import DOMAINS, GENERIC, EpisodeState, PeerEvidence
 from coars_fast.models import GenerationSettings, encode_chat, generate
+from coars_fast.models.prompt_cache import PromptCache
 from coars_fast.models.scoring import next_token_logprobs
 
 # (episode state, recommended item) -> the peer evidence shown to the User agent, or None.
@@ -25,9 +26,9 @@ class Agents:
     def _adapter(self, agent: str) -> str | None:
         return agent if self.has_adapters else None
 
-    def respond(self, agent: str, chats: Sequence[list[dict]]):
+    def respond(self, agent: str, chats: Sequence[list[dict]], cache: PromptCache | None = None, keys=None):
         prompts = [encode_chat(self.tokenizer, chat) for chat in chats]
-        return generate(self.model, self.tokenizer, prompts, self.settings, adapter=self._adapter(agent))
+        return generate(self.model, self.tokenizer, prompts, self.settings, self._adapter(agent), cache, keys)
 
     def next_token_logprobs(self, agent: str, chats: Sequence[list[dict]]):
         prompts = [encode_chat(self.tokenizer, chat) for chat in chats]
@@ -57,25 +58,38 @@ def run_episodes(
     peers: PeerLookup | None = None,
     progress: bool = True,
     desc: str = "episodes",
+    wave: int = 64,
 ) -> None:
-    """Play every episode to its end. Episodes leave the batch as they end."""
+    """Play every episode to its end, `wave` episodes at a time (this bounds the prompt cache).
+
+    Per turn, one batched generation per agent; episodes leave the batch as they end. Each agent's
+    prompt KV is reused across the turns of an episode (only memory and question are new).
+    """
     bar = tqdm(total=len(states), desc=desc, unit="ep", disable=not progress)
-    finished = sum(s.done for s in states)
-    bar.update(finished)
+    for start in range(0, len(states), wave):
+        _play(agents, states[start : start + wave], peers, bar)
+    bar.close()
+
+
+def _play(agents: Agents, states: Sequence[EpisodeState], peers: PeerLookup | None, bar) -> None:
+    cache = PromptCache()
     turn = 0
-    while finished < len(states):
-        turn += 1
+    while True:
         recs = [s for s in states if s.awaiting == "rec"]
+        if not recs:
+            break
+        turn += 1
         bar.set_postfix(turn=turn, active=len(recs))
-        for state, output in zip(recs, agents.respond("rec", [s.rec_prompt() for s in recs])):
+        outputs = agents.respond("rec", [s.rec_prompt() for s in recs], cache, [(s.episode_id, "rec") for s in recs])
+        for state, output in zip(recs, outputs):
             state.give_recommendation(output)
         users = [s for s in states if s.awaiting == "user"]
-        evidence = [peers(s, s.turns[-1].item) if peers else None for s in users]
-        chats = [s.user_prompt(e) for s, e in zip(users, evidence)]
         if users:
-            for state, output, e in zip(users, agents.respond("user", chats), evidence):
+            evidence = [peers(s, s.turns[-1].item) if peers else None for s in users]
+            chats = [s.user_prompt(e) for s, e in zip(users, evidence)]
+            outputs = agents.respond("user", chats, cache, [(s.episode_id, "user") for s in users])
+            for state, output, e in zip(users, outputs, evidence):
                 state.give_reply(output, e)
-        now = sum(s.done for s in states)
-        bar.update(now - finished)
-        finished = now
-    bar.close()
+        ended = [s for s in recs if s.done]
+        cache.drop((s.episode_id, agent) for s in ended for agent in ("rec", "user"))
+        bar.update(len(ended))

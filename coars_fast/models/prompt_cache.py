@@ -1,0 +1,70 @@
+"""Reuse of prompt KV across an episode's turns.
+
+Turn t's prompt is turn t-1's prompt with the new memory line inserted before the question, so the
+longest common token prefix (system prompt, history, candidates, earlier memory: most of the prompt)
+need not be recomputed. Entries are keyed by (episode, agent) and must be cleared whenever the
+adapters change (a new rollout).
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Sequence
+
+import torch
+
+
+class PromptCache:
+    def __init__(self):
+        # key -> (prompt token ids, per layer (keys, values) each [heads, length, head_dim])
+        self._entries: dict[Hashable, tuple[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def reusable(self, key: Hashable, prompt: Sequence[int]) -> tuple[int, list | None]:
+        """(n, kv): the first n tokens of `prompt` are cached (n < len(prompt): one token is always new)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return 0, None
+        tokens, kv = entry
+        n, limit = 0, min(len(tokens), len(prompt) - 1)
+        while n < limit and tokens[n] == prompt[n]:
+            n += 1
+        return n, kv
+
+    def store(self, key: Hashable, prompt: Sequence[int], kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self._entries[key] = (tuple(prompt), kv)
+
+    def drop(self, keys) -> None:
+        for key in keys:
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def stack_left_padded(kvs: Sequence[list | None], lengths: Sequence[int], width: int, config):
+    """A DynamicCache of `width` positions whose row i holds kvs[i]'s first lengths[i] positions at
+    its right end (zeros to the left, masked out by the attention mask)."""
+    from transformers import DynamicCache
+
+    template = next(kv for kv in kvs if kv is not None)
+    cache = DynamicCache(config=config)
+    for layer, (k0, v0) in enumerate(template):
+        keys = k0.new_zeros((len(kvs), k0.shape[0], width, k0.shape[2]))
+        values = v0.new_zeros((len(kvs), v0.shape[0], width, v0.shape[2]))
+        for row, (kv, n) in enumerate(zip(kvs, lengths)):
+            if n:
+                keys[row, :, width - n :] = kv[layer][0][:, :n]
+                values[row, :, width - n :] = kv[layer][1][:, :n]
+        cache.update(keys, values, layer)
+    return cache
+
+
+def rows_of(cache, mask: torch.Tensor, lengths: Sequence[int]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Per row, the KV of its first lengths[i] attended positions (the prompt), gaps removed."""
+    rows = []
+    for row, n in enumerate(lengths):
+        where = mask[row].nonzero().squeeze(1)[:n].to(cache.layers[0].keys.device)
+        rows.append([(layer.keys[row][:, where].clone(), layer.values[row][:, where].clone()) for layer in cache.layers])
+    return rows
