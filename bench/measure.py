@@ -18,19 +18,22 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def median_seconds(fn, inputs, rounds, warmup=1):
-    """Median wall time of fn(inputs) over `rounds` runs after `warmup` untimed ones."""
+def interleaved_medians(fns, inputs, rounds, warmup=1):
+    """Median wall time of each fn(inputs) over `rounds` rounds after `warmup` untimed ones. Every
+    round runs every implementation once, so a change in machine load (other processes) hits all
+    of them alike and the ratios stay meaningful."""
     device = inputs["hidden"].device
-    times = []
+    times = {name: [] for name in fns}
     for i in range(warmup + rounds):
-        gc.collect()
-        _sync(device)
-        start = time.perf_counter()
-        fn(inputs)
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            gc.collect()
+            _sync(device)
+            start = time.perf_counter()
+            fn(inputs)
+            _sync(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def peak_extra_bytes(case, impl, shape, dtype, device, fn=None, inputs=None):

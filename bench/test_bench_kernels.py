@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cases import IMPLEMENTATIONS, SHAPES, make_inputs
-from measure import median_seconds, peak_extra_bytes
+from measure import interleaved_medians, peak_extra_bytes
 
 # Weight passes each implementation executes per step with a frozen head, per device type where they
 # differ: our C++/torch backends hold the Jacobian from the forward, Triton streams (recomputed
@@ -54,9 +54,9 @@ def _run_case(benchmark, case, device, shape, dtype, smoke, names):
 
     impls["gemm-floor"] = _gemm_floor(_passes(case, "gemm-floor", device))
     rounds = 1 if smoke else 3
-    times = {name: median_seconds(fn, x, rounds) for name, fn in impls.items() if name != "ours"}
-    benchmark.pedantic(impls["ours"], args=(x,), rounds=rounds, warmup_rounds=1, iterations=1)
-    times["ours"] = benchmark.stats.stats.median
+    times = interleaved_medians(impls, x, rounds)
+    # pytest-benchmark keeps its own record of ours alone (for --benchmark-compare across commits).
+    benchmark.pedantic(impls["ours"], args=(x,), rounds=rounds, iterations=1)
     dtype_name = str(dtype).removeprefix("torch.")
     memory = {name: peak_extra_bytes(case, name, shape, dtype_name, device, fn=impls[name], inputs=x)
               for name in impls if name != "gemm-floor"}
