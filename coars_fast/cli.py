@@ -58,6 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(ev)
     ev.add_argument("--out", type=Path, help="folder for summary.json and transcripts.jsonl (default: runs/eval-...)")
     ev.set_defaults(run=cmd_eval)
+
+    tr = commands.add_parser("train", help="co-train the Recommender and User adapters with CoARS")
+    tr.add_argument("--dataset", help="lastfm, movielens, instruments or jsonl (config: data.dataset)")
+    tr.add_argument("--data-dir", help="folder holding the datasets (config: data.data_dir)")
+    tr.add_argument("--config", default="cpu", help="a YAML file or a built-in preset (default: cpu)")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key, e.g. optim.lr=5e-5")
+    tr.add_argument("--model", help="Hugging Face id or local folder (config: model.name)")
+    tr.add_argument("--minutes", type=float, help="training wall-clock budget, evaluation not counted (config: train.minutes)")
+    tr.add_argument("--steps", type=int, help="maximum optimizer steps (config: train.steps)")
+    tr.add_argument("--distill-coef", type=float, help="lambda of the self-distilled credit; 0 turns it off")
+    tr.add_argument("--reward", choices=("interaction", "outcome"), help="interaction reward (Eq. 7/8) or sparse outcome")
+    tr.add_argument("--train-agents", help="comma-separated agents to train: rec,user (default) or rec")
+    tr.add_argument("--baseline", choices=("none", "group"), help="subtract the mean reward of a user's G episodes")
+    tr.add_argument("--diagnosis", choices=("template", "self"), help="who writes the hindsight diagnosis")
+    tr.add_argument("--eval-users", type=int, help="validation episodes per evaluation (config: eval.num_users)")
+    tr.add_argument("--out", type=Path, help="run folder (default: runs/<dataset>-<time>)")
+    tr.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    tr.set_defaults(run=cmd_train)
     return parser
 
 
@@ -125,6 +143,34 @@ def cmd_eval(args) -> None:
     out = args.out or Path("runs") / f"eval-{dataset.name}-{args.split}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(format_report(result, f"{dataset.name} {args.split}: model {result['model']}, adapters {result['adapters'] or 'none (zero-shot)'}"))
     print(f"written: {write_result(result, out)}")
+
+
+TRAIN_FLAGS = {
+    "dataset": "data.dataset", "data_dir": "data.data_dir", "model": "model.name", "minutes": "train.minutes",
+    "steps": "train.steps", "distill_coef": "loss.distill_coef", "reward": "reward.kind",
+    "train_agents": "rollout.train_agents", "baseline": "rollout.baseline", "diagnosis": "rollout.diagnosis",
+    "eval_users": "eval.num_users",
+}
+
+
+def cmd_train(args) -> None:
+    from coars_fast.train.config import load_config
+    from coars_fast.train.trainer import Trainer, format_summary
+
+    overrides = list(args.set) + [f"{key}={getattr(args, flag)}" for flag, key in TRAIN_FLAGS.items()
+                                  if getattr(args, flag) is not None]
+    if args.resume:
+        if not (args.resume / "config.yaml").is_file():
+            raise CoarsError(f"--resume {args.resume}: no config.yaml there (not a coars-fast run folder)")
+        config = load_config(args.resume / "config.yaml", overrides)
+        run_dir = args.resume
+    else:
+        config = load_config(args.config, overrides)
+        run_dir = args.out or Path(config.out or f"runs/{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"run folder: {run_dir}")
+    summary = Trainer(config, run_dir, resume=args.resume is not None).run()
+    print(format_summary(summary))
+    print(f"written: {run_dir / 'summary.json'}, metrics in {run_dir / 'metrics.jsonl'}")
 
 
 def main(argv: list[str] | None = None) -> int:

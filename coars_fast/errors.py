@@ -11,3 +11,7 @@ class DataError(CoarsError, ValueError):
 
 class ConfigError(CoarsError, ValueError):
     """A configuration key or value is wrong. The message names the key."""
+
+
+class TrainingError(CoarsError, RuntimeError):
+    """Training cannot go on (e.g. non-finite losses several steps in a row)."""

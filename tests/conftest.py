@@ -87,3 +87,12 @@ def tiny_llama(tokenizer, hidden=64, layers=2, seed=0):
     model = LlamaForCausalLM(config).eval()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model.requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(smol_tokenizer, tmp_path_factory):
+    """A tiny random Llama saved like any local model folder (config, weights, tokenizer)."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tiny_llama(smol_tokenizer).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return folder

@@ -159,8 +159,16 @@ class EpisodeState:
             lines.append(f'Turn {t.number}: recommended "{title}", {did}; "{title}" {verdict} the true item.')
         return "\n".join(lines)
 
+    @property
+    def target_title(self) -> str:
+        return self.titles[[item for item, _ in self.candidates].index(self.target)]
+
+    def diagnosis_prompt(self) -> list[dict]:
+        """The chat in which an agent writes its own diagnosis (instead of the template)."""
+        return prompts.diagnosis_messages(self.domain, self.memory(), self.target_title)
+
     def hindsight(self, diagnosis: str | None = None) -> str:
-        target_title = self.titles[[item for item, _ in self.candidates].index(self.target)]
+        target_title = self.target_title
         return (
             f'Hindsight (known only after the episode): the {self.domain.noun} this user actually chose next is '
             f'"{target_title}".\n' + (diagnosis if diagnosis is not None else self.diagnosis())

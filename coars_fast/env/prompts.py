@@ -120,3 +120,12 @@ def preference_messages(domain: Domain, history: Sequence[str], memory: Sequence
         f'Would you like the {domain.noun} "{item}"? Answer with one word: like or dislike.',
     ]
     return [{"role": "system", "content": PREFERENCE_SYSTEM}, {"role": "user", "content": "\n\n".join(p for p in parts if p)}]
+
+
+DIAGNOSIS_SYSTEM = "You review a finished recommendation conversation and explain in two short sentences what went right or wrong."
+
+
+def diagnosis_messages(domain: Domain, memory: Sequence[str], target: str) -> list[dict]:
+    """Asks an agent to write the hindsight diagnosis of its own episode (`--diagnosis self`)."""
+    parts = [render_memory(memory), f'The {domain.noun} the user actually chose next was "{target}".', "Diagnosis:"]
+    return [{"role": "system", "content": DIAGNOSIS_SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]

@@ -86,13 +86,16 @@ def transcript(state: EpisodeState) -> dict:
 
 
 def evaluate(agents, dataset: Dataset, settings: EvalSettings, sasrec=None, peers=None, progress: bool = True) -> dict:
-    """Everything `coars-fast eval` reports, as a JSON-ready dict (transcripts under "transcripts")."""
+    """Everything `coars-fast eval` reports, as a JSON-ready dict (transcripts under "transcripts").
+
+    `peers` (a PeerIndex) shows the User agent peer evidence, as in training."""
     started = time.monotonic()
     episodes = sample_episodes(dataset.split(settings.split), settings.num_users, settings.seed)
     builder = CandidateBuilder(dataset, settings.candidates, settings.num_candidates, settings.seed, sasrec)
     candidates = builder.build(episodes)
     states = make_states(dataset, episodes, candidates, settings.max_turns)
-    run_episodes(agents, states, peers, progress, desc=f"{dataset.name} {settings.split} episodes")
+    lookup = peers.lookup({ep.episode_id: ep for ep in episodes}) if peers else None
+    run_episodes(agents, states, lookup, progress, desc=f"{dataset.name} {settings.split} episodes")
     methods = [m for m in METHODS if m != "sasrec" or sasrec is not None]
     baselines = {}
     for method in methods:
@@ -112,7 +115,8 @@ def evaluate(agents, dataset: Dataset, settings: EvalSettings, sasrec=None, peer
     if cases:
         f1_started = time.monotonic()
         f1_states = make_states(dataset, [c.episode for c in cases], builder.build([c.episode for c in cases]), settings.max_turns)
-        run_episodes(agents, f1_states, peers, progress, desc="user-agent F1 episodes")
+        lookup = peers.lookup({c.episode.episode_id: c.episode for c in cases}) if peers else None
+        run_episodes(agents, f1_states, lookup, progress, desc="user-agent F1 episodes")
         result["user_f1"] = ask_preferences(agents, dataset, cases, f1_states)
         result["seconds"]["user_f1"] = time.monotonic() - f1_started
     result["seconds"]["total"] = time.monotonic() - started

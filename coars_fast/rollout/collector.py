@@ -1,0 +1,144 @@
+"""The collector: sampled episodes -> per-turn rewards -> training samples with hindsight teachers.
+
+Every agent turn becomes one TurnSample: the exact prompt and response token ids that were sampled
+(never re-tokenised text), the behaviour log-probs, the turn's reward, and the token ids of the
+teacher prompt (the same prompt plus the hindsight block: ground truth and a diagnosis).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+from coars_fast.data.dataset import Dataset, Episode
+from coars_fast.env import EpisodeState
+from coars_fast.env.rewards import RewardSettings, episode_rewards
+from coars_fast.models import AGENTS, encode_chat
+from coars_fast.rollout.runner import Agents, make_states, run_episodes
+
+DIAGNOSES = ("template", "self")
+BASELINES = ("none", "group")
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    group_size: int = 2  # G sampled episodes per training user
+    max_turns: int = 5
+    diagnosis: str = "template"  # "self": the agent writes its own diagnosis
+    baseline: str = "none"  # "group": subtract the mean reward of the user's G episodes
+    train_agents: tuple[str, ...] = ("rec", "user")
+
+    def __post_init__(self):
+        if self.group_size < 1 or self.max_turns < 1:
+            raise ValueError("group_size and max_turns must be >= 1")
+        if self.diagnosis not in DIAGNOSES or self.baseline not in BASELINES:
+            raise ValueError(f"diagnosis must be one of {DIAGNOSES} and baseline one of {BASELINES}")
+        if not self.train_agents or not set(self.train_agents) <= set(AGENTS):
+            raise ValueError(f"train_agents must be a non-empty subset of {AGENTS}, got {self.train_agents}")
+
+
+@dataclass(frozen=True)
+class TurnSample:
+    agent: str
+    prompt_ids: tuple[int, ...]
+    teacher_prompt_ids: tuple[int, ...]
+    response_ids: tuple[int, ...]
+    old_logprobs: tuple[float, ...]
+    reward: float
+    group: str  # the training user: episodes of one user form a group
+
+
+@dataclass
+class Rollout:
+    states: list[EpisodeState]
+    samples: list[TurnSample]
+    stats: dict = field(default_factory=dict)
+
+
+def collect(
+    agents: Agents,
+    dataset: Dataset,
+    episodes: Sequence[Episode],
+    candidates: Sequence[Sequence[int]],
+    settings: RolloutSettings,
+    rewards: RewardSettings,
+    peers=None,
+    progress: bool = False,
+) -> Rollout:
+    """Play G sampled episodes per user and turn them into training samples."""
+    G = settings.group_size
+    originals = {f"{ep.episode_id}#{g}": ep for ep in episodes for g in range(G)}
+    copies = [replace(ep, episode_id=copy_id) for copy_id, ep in originals.items()]
+    states = make_states(dataset, copies, [c for c in candidates for _ in range(G)], settings.max_turns)
+    lookup = peers.lookup(originals) if peers else None
+    run_episodes(agents, states, lookup, progress=progress, desc="rollout")
+    diagnoses = _diagnoses(agents, states, settings)
+    per_turn = [episode_rewards(s, rewards) for s in states]
+
+    raw = []  # (agent, state, turn, reward)
+    for state, turn_rewards in zip(states, per_turn):
+        for turn, r in zip(state.turns, turn_rewards):
+            if r.excluded:
+                continue
+            raw.append(("rec", state, turn, r.rec))
+            if r.user is not None:
+                raw.append(("user", state, turn, r.user))
+    baseline = _group_means(raw) if settings.baseline == "group" else defaultdict(float)
+    samples = []
+    for agent, state, turn, reward in raw:
+        if agent not in settings.train_agents:
+            continue
+        output = turn.rec_output if agent == "rec" else turn.user_output
+        if not output.ids:
+            continue
+        teacher = state.teacher_prompt(turn, agent, diagnoses.get((state.episode_id, agent)))
+        samples.append(
+            TurnSample(
+                agent=agent,
+                prompt_ids=tuple(output.prompt_ids),
+                teacher_prompt_ids=tuple(encode_chat(agents.tokenizer, teacher)),
+                response_ids=tuple(output.ids),
+                old_logprobs=tuple(output.logprobs),
+                reward=reward - baseline[(_group(state), agent)],
+                group=_group(state),
+            )
+        )
+    return Rollout(states, samples, _stats(states, per_turn, raw))
+
+
+def _group(state: EpisodeState) -> str:
+    return state.episode_id.rsplit("#", 1)[0]
+
+
+def _group_means(raw) -> dict:
+    by_group = defaultdict(list)
+    for agent, state, _, reward in raw:
+        by_group[(_group(state), agent)].append(reward)
+    return defaultdict(float, {key: statistics.fmean(values) for key, values in by_group.items()})
+
+
+def _diagnoses(agents: Agents, states: Sequence[EpisodeState], settings: RolloutSettings) -> dict:
+    """(episode id, agent) -> the agent's own diagnosis text, under `--diagnosis self`."""
+    if settings.diagnosis == "template":
+        return {}
+    written = {}
+    for agent in settings.train_agents:
+        outputs = agents.respond(agent, [s.diagnosis_prompt() for s in states])
+        written.update({(s.episode_id, agent): o.text.strip() for s, o in zip(states, outputs)})
+    return written
+
+
+def _stats(states, per_turn, raw) -> dict:
+    turns = [t for s in states for t in s.turns]
+    rewards = {agent: [r for a, _, _, r in raw if a == agent] for agent in ("rec", "user")}
+    return {
+        "episodes": len(states),
+        "train_hit_at_1": statistics.fmean(s.hit for s in states),
+        "valid_ratio": statistics.fmean(t.recommendation.valid for t in turns),
+        "mean_turns": len(turns) / len(states),
+        "reward_rec": statistics.fmean(rewards["rec"]) if rewards["rec"] else 0.0,
+        "reward_user": statistics.fmean(rewards["user"]) if rewards["user"] else 0.0,
+        "excluded_turns": sum(r.excluded for turn_rewards in per_turn for r in turn_rewards),
+    }

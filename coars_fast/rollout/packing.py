@@ -1,0 +1,129 @@
+"""Packing turn samples into padding-free token streams for the student and teacher forwards.
+
+A micro-batch holds turns of one agent, chosen first-fit-decreasing under a token budget. It has two
+streams over the same turns in the same order: student sequences (prompt + response) and teacher
+sequences (teacher prompt + the same response). Position ids restart at every sequence start, which
+keeps attention inside a sequence (flash-attn varlen on CUDA; sdpa masks on CPU). `rows` are the
+stream positions whose hidden state predicts a response token: row j of both streams is the same
+(turn, token), and no label crosses a sequence boundary (the response's last token is never input).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from coars_fast.rollout.collector import TurnSample
+
+
+@dataclass
+class PackedStream:
+    input_ids: torch.Tensor  # [T]
+    position_ids: torch.Tensor  # [T], restarting at 0 per sequence
+    cu_seqlens: torch.Tensor  # [S + 1] int32, sequence starts (flash-attn varlen convention)
+    rows: torch.Tensor  # [R] positions whose hidden state predicts targets[r]
+
+    @property
+    def tokens(self) -> int:
+        return self.input_ids.numel()
+
+
+@dataclass
+class PackedBatch:
+    agent: str
+    student: PackedStream
+    teacher: PackedStream
+    targets: torch.Tensor  # [R] response token ids
+    rewards: torch.Tensor  # [R] the turn's reward, broadcast to its tokens
+    token_weights: torch.Tensor  # [R] 1 / (|y_t| * turns of this agent in the whole batch)
+    old_logprobs: torch.Tensor  # [R] behaviour log-probs
+    turns: int
+
+    def to(self, device) -> "PackedBatch":
+        move = lambda s: PackedStream(*(t.to(device) for t in (s.input_ids, s.position_ids, s.cu_seqlens, s.rows)))
+        return PackedBatch(
+            self.agent, move(self.student), move(self.teacher), self.targets.to(device), self.rewards.to(device),
+            self.token_weights.to(device), self.old_logprobs.to(device), self.turns,
+        )
+
+
+def _stream(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]) -> PackedStream:
+    ids, positions, starts, rows = [], [], [0], []
+    for prompt, response in zip(prompts, responses):
+        sequence = list(prompt) + list(response[:-1])  # the last token predicts nothing we train on
+        offset = len(ids)
+        rows.extend(range(offset + len(prompt) - 1, offset + len(prompt) - 1 + len(response)))
+        ids.extend(sequence)
+        positions.extend(range(len(sequence)))
+        starts.append(len(ids))
+    return PackedStream(
+        torch.tensor(ids, dtype=torch.long),
+        torch.tensor(positions, dtype=torch.long),
+        torch.tensor(starts, dtype=torch.int32),
+        torch.tensor(rows, dtype=torch.long),
+    )
+
+
+def sequence_tokens(sample: TurnSample) -> int:
+    """Tokens the larger (teacher) stream spends on this sample."""
+    return max(len(sample.prompt_ids), len(sample.teacher_prompt_ids)) + len(sample.response_ids) - 1
+
+
+def first_fit_decreasing(sizes: Sequence[int], budget: int) -> list[list[int]]:
+    """Bins of indices whose sizes sum to at most `budget` (an oversized item gets a bin alone)."""
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
+        for b, free in enumerate(room):
+            if sizes[i] <= free:
+                bins[b].append(i)
+                room[b] -= sizes[i]
+                break
+        else:
+            bins.append([i])
+            room.append(budget - sizes[i])
+    return bins
+
+
+def pack(samples: Sequence[TurnSample], token_budget: int) -> list[PackedBatch]:
+    """Micro-batches per agent; token weights make each agent's loss a mean over its turns."""
+    batches = []
+    for agent in sorted({s.agent for s in samples}):
+        mine = [s for s in samples if s.agent == agent]
+        for members in first_fit_decreasing([sequence_tokens(s) for s in mine], token_budget):
+            chosen = [mine[i] for i in members]
+            responses = [s.response_ids for s in chosen]
+            batches.append(
+                PackedBatch(
+                    agent=agent,
+                    student=_stream([s.prompt_ids for s in chosen], responses),
+                    teacher=_stream([s.teacher_prompt_ids for s in chosen], responses),
+                    targets=torch.tensor([t for r in responses for t in r], dtype=torch.long),
+                    rewards=torch.tensor([s.reward for s in chosen for _ in s.response_ids], dtype=torch.float32),
+                    token_weights=torch.tensor(
+                        [1.0 / (len(s.response_ids) * len(mine)) for s in chosen for _ in s.response_ids],
+                        dtype=torch.float32,
+                    ),
+                    old_logprobs=torch.tensor([lp for s in chosen for lp in s.old_logprobs], dtype=torch.float32),
+                    turns=len(chosen),
+                )
+            )
+    return batches
+
+
+def padding_report(batches: Sequence[PackedBatch], token_budget: int) -> dict:
+    """How full the packed micro-batches are, and what right-padding the same turns would waste."""
+    packed = sum(b.student.tokens + b.teacher.tokens for b in batches)
+    capacity = 2 * token_budget * len(batches)
+    padded = 0
+    for b in batches:  # a padded batch of the same turns: every sequence as long as the longest
+        for stream in (b.student, b.teacher):
+            lengths = (stream.cu_seqlens[1:] - stream.cu_seqlens[:-1]).tolist()
+            padded += max(lengths) * len(lengths)
+    return {
+        "tokens": packed,
+        "packed_fill": packed / capacity if capacity else 0.0,
+        "padded_waste": 1 - packed / padded if padded else 0.0,
+    }

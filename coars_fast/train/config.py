@@ -1,0 +1,193 @@
+"""The training configuration: plain data, one section per component, loaded from YAML and
+`section.key=value` overrides. Unknown keys and ill-typed values are errors that name the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from coars_fast.env.rewards import RewardSettings
+from coars_fast.errors import ConfigError
+from coars_fast.models.generation import GenerationSettings
+from coars_fast.models.lora import LoraSettings
+from coars_fast.rollout.collector import RolloutSettings
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str | None = None  # HF id or local folder; None: the embedded SmolLM2-135M-Instruct
+    device: str | None = None  # None: cuda when available
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "lastfm"
+    data_dir: str | None = None
+    candidates: str = "random"
+    num_candidates: int = 20
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    distill_coef: float = 0.1  # lambda: weight of the self-distilled credit A
+    credit_clip: float = 1.0  # c: A is clipped to [-c, c]
+    ppo_clip: float | None = None  # PPO ratio clip against the behaviour log-probs (off: REINFORCE)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000  # upper bound; `minutes` usually ends the run first
+    minutes: float | None = None  # wall-clock budget for rollouts + updates (evaluation not counted)
+    users_per_step: int = 2
+    token_budget: int = 4096  # tokens per packed micro-batch stream
+    peers: bool = True  # show the User agent peer evidence p_t (and use q_t in its reward)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    num_users: int = 16
+    f1_users: int = 8
+    every: int = 0  # steps between evaluations (0: only before and after training)
+    initial: bool = True  # evaluate the untrained agents (the zero-shot memory loop) first
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = 2  # steps between checkpoints (and always at the end)
+    keep: int = 2
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = ModelConfig()
+    lora: LoraSettings = LoraSettings()
+    data: DataConfig = DataConfig()
+    generation: GenerationSettings = GenerationSettings(greedy=False, max_new_tokens=48)
+    rollout: RolloutSettings = RolloutSettings()
+    reward: RewardSettings = RewardSettings()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    out: str | None = None  # run folder; default runs/<dataset>-<time>
+    tensorboard: bool = True
+
+
+def _fields(cls) -> dict:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value, kind, key: str):
+    """`value` as type `kind` (bool, int, float, str, tuple[...], X | None), or a ConfigError."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        kind = next(k for k in options if k is not type(None))
+        origin = typing.get_origin(kind)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} expects a list, got {value!r}")
+        return tuple(_coerce(v, typing.get_args(kind)[0], key) for v in value)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"config key {key!r} expects {getattr(kind, '__name__', kind)}, got {value!r}")
+
+
+def _build(cls, data: dict, prefix: str = ""):
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '(top)'} must be a mapping, got {data!r}")
+    known = _fields(cls)
+    values = {}
+    for key, value in data.items():
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            raise ConfigError(
+                f"unknown config key {prefix + key!r}" + (f"; did you mean {prefix + hint[0]!r}?" if hint else "")
+                + f" (known in this section: {', '.join(known)})"
+            )
+        kind = known[key]
+        values[key] = _build(kind, value, f"{prefix}{key}.") if dataclasses.is_dataclass(kind) else _coerce(value, kind, prefix + key)
+    defaults = cls()
+    merged = {name: values.get(name, getattr(defaults, name)) for name in known}
+    try:
+        return cls(**merged)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"config section {prefix.rstrip('.') or '(top)'}: {err}") from None
+
+
+def to_dict(config) -> dict:
+    return {
+        f.name: to_dict(getattr(config, f.name)) if dataclasses.is_dataclass(getattr(config, f.name))
+        else list(getattr(config, f.name)) if isinstance(getattr(config, f.name), tuple) else getattr(config, f.name)
+        for f in dataclasses.fields(config)
+    }
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    *path, last = dotted.split(".")
+    for part in path:
+        tree = tree.setdefault(part, {})
+        if not isinstance(tree, dict):
+            raise ConfigError(f"config key {dotted!r}: {part!r} is not a section")
+    tree[last] = value
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """The defaults, updated by a YAML file (a name in coars_fast/configs or a path), then by
+    `section.key=value` overrides (values parsed as YAML: 1e-4, true, null, [rec, user])."""
+    tree: dict = {}
+    if path is not None:
+        file = Path(path)
+        if not file.is_file() and (CONFIG_DIR / f"{path}.yaml").is_file():
+            file = CONFIG_DIR / f"{path}.yaml"
+        if not file.is_file():
+            presets = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+            raise ConfigError(f"config file {path} not found (built-in presets: {presets})")
+        try:
+            tree = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{file}: not valid YAML ({err})") from None
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        _set(tree, key.strip(), value)
+    return _build(Config, tree)

@@ -1,0 +1,88 @@
+"""One optimisation step over packed rollouts: teacher and student hidden states of the response
+rows, the fused CoARS loss, backward per agent, then one optimizer step over both adapters."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from typing import Sequence
+
+import torch
+
+from coars_fast.kernels import coars_loss
+from coars_fast.rollout.packing import PackedBatch, PackedStream
+from coars_fast.train.config import LossConfig
+
+
+def decoder_and_head(model):
+    """The transformer stack (final hidden states, no LM head) and the LM head weight [V, D]."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.model, base.get_output_embeddings().weight
+
+
+def response_hidden(decoder, stream: PackedStream) -> torch.Tensor:
+    """Hidden states [R, D] at the stream's response rows. No attention mask and position ids that
+    restart per sequence: sequences attend only within themselves (varlen flash-attn / sdpa)."""
+    out = decoder(input_ids=stream.input_ids[None], position_ids=stream.position_ids[None], use_cache=False)
+    return out.last_hidden_state[0, stream.rows]
+
+
+def accumulate_gradients(
+    model, batches: Sequence[PackedBatch], loss_cfg: LossConfig, temperature: float, device
+) -> dict:
+    """Forward + backward over every micro-batch; returns per-agent statistics and timings."""
+    decoder, head = decoder_and_head(model)
+    totals = defaultdict(float)
+    credit_abs, clipped, tokens = defaultdict(float), defaultdict(float), defaultdict(int)
+    for batch in sorted(batches, key=lambda b: b.agent):
+        batch = batch.to(device)
+        model.set_adapter(batch.agent)
+        started = time.perf_counter()
+        with torch.no_grad():
+            teacher = response_hidden(decoder, batch.teacher)
+        between = time.perf_counter()
+        student = response_hidden(decoder, batch.student)
+        loss, stats = coars_loss(
+            student, teacher, head, batch.targets, batch.rewards, batch.token_weights,
+            distill_coef=loss_cfg.distill_coef, credit_clip=loss_cfg.credit_clip, temperature=temperature,
+            old_logprobs=batch.old_logprobs if loss_cfg.ppo_clip is not None else None, ppo_clip=loss_cfg.ppo_clip,
+        )
+        loss.backward()
+        totals["time_teacher"] += between - started
+        totals["time_student"] += time.perf_counter() - between
+        totals[f"loss_{batch.agent}"] += loss.item()
+        credit = stats["credit"]
+        credit_abs[batch.agent] += credit.abs().sum().item()
+        clipped[batch.agent] += (credit.abs() >= loss_cfg.credit_clip).sum().item()
+        tokens[batch.agent] += credit.numel()
+        totals["tokens"] += batch.student.tokens + batch.teacher.tokens
+    for agent, n in tokens.items():
+        totals[f"credit_abs_{agent}"] = credit_abs[agent] / n
+        totals[f"credit_clip_frac_{agent}"] = clipped[agent] / n
+    return dict(totals)
+
+
+def trainable_parameters(model, agents: Sequence[str]) -> list[torch.nn.Parameter]:
+    """The LoRA weights of the given adapters (named `...lora_A.<agent>.weight` by PEFT)."""
+    params = [p for name, p in model.named_parameters() if any(f".{a}." in name and "lora_" in name for a in agents)]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def finite_gradients(params: Sequence[torch.nn.Parameter]) -> bool:
+    return all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
+
+
+def clip_and_step(params, optimizer, scheduler, grad_clip: float) -> float | None:
+    """Clip, step, zero. Returns the pre-clip gradient norm, or None (and no step) when any gradient
+    or the norm is not finite."""
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+    if not math.isfinite(norm.item()) or not finite_gradients(params):
+        optimizer.zero_grad(set_to_none=True)
+        return None
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm.item()

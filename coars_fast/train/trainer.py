@@ -1,0 +1,191 @@
+"""The CoARS training loop: sample users, play episodes, pack, one fused-loss step over both agents.
+
+    for each step:
+        episodes <- a seeded sample of training users, G sampled episodes each
+        rewards  <- Eq. 7 / 8 per turn; teacher prompts <- the same prompts plus hindsight
+        batches  <- first-fit-decreasing packing of every agent turn (no padding)
+        loss     <- coars_loss on teacher/student hidden states of the response rows, per agent
+        one optimizer step over the `rec` and `user` adapters; checkpoint; log
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from coars_fast.cache import atomic_write
+from coars_fast.data import load_dataset, sasrec
+from coars_fast.data.candidates import CandidateBuilder
+from coars_fast.errors import ConfigError, TrainingError
+from coars_fast.evaluation import EvalSettings, evaluate, write_result
+from coars_fast.kernels import active_backend
+from coars_fast.models import add_agent_adapters, load_agent_adapters, load_model
+from coars_fast.rollout import Agents, PeerIndex, collect, pack, padding_report
+from coars_fast.train.checkpoint import latest_checkpoint, load_state, save_checkpoint
+from coars_fast.train.config import Config, to_dict
+from coars_fast.train.logbook import Logbook
+from coars_fast.train.step import accumulate_gradients, clip_and_step, trainable_parameters
+
+log = logging.getLogger(__name__)
+MAX_BAD_STEPS = 3
+
+
+def seed_step(seed: int, step: int) -> int:
+    """Every random choice of a step derives from (seed, step): a resumed run replays it exactly."""
+    value = int.from_bytes(hashlib.blake2b(f"{seed}/{step}".encode(), digest_size=8).digest(), "little") % 2**63
+    random.seed(value)
+    np.random.seed(value % 2**32)
+    torch.manual_seed(value)
+    return value
+
+
+class Trainer:
+    def __init__(self, config: Config, run_dir: Path, resume: bool = False, progress: bool = True):
+        self.config, self.run_dir, self.progress = config, run_dir, progress
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(run_dir / "config.yaml", lambda p: p.write_text(yaml.safe_dump(to_dict(config), sort_keys=False)))
+        data = config.data
+        self.dataset = load_dataset(data.dataset, data.data_dir)
+        self.sasrec = sasrec.load_or_train(self.dataset, progress=progress)
+        self.peers = PeerIndex(self.sasrec, self.dataset) if config.train.peers else None
+        self.candidates = CandidateBuilder(self.dataset, data.candidates, data.num_candidates, data.seed, self.sasrec)
+        base, tokenizer = load_model(config.model.name, config.model.device)
+        self.device = next(base.parameters()).device
+        checkpoint = latest_checkpoint(run_dir) if resume else None
+        if resume and checkpoint is None:
+            raise ConfigError(f"--resume: no complete checkpoint under {run_dir / 'checkpoints'}")
+        if checkpoint is not None:
+            self.model = load_agent_adapters(base, checkpoint / "adapters", trainable=True)
+        else:
+            torch.manual_seed(config.train.seed)  # LoRA A matrices start random: same seed, same start
+            self.model = add_agent_adapters(base, config.lora)
+        self.sampler = Agents(self.model, tokenizer, config.generation)
+        self.greedy = Agents(self.model, tokenizer, replace(config.generation, greedy=True))
+        self.params = trainable_parameters(self.model, config.rollout.train_agents)
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        warmup = max(1, config.optim.warmup_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        self.step, self.evals, self.train_seconds = 0, {}, 0.0
+        if checkpoint is not None:
+            state = load_state(checkpoint, self.optimizer, self.scheduler)
+            self.step, self.evals, self.train_seconds = state["step"], state["evals"], state["train_seconds"]
+            log.info("resumed from %s at step %d", checkpoint, self.step)
+        self.logbook = Logbook(run_dir, config.tensorboard)
+        log.info("fused loss backend: %s on %s", active_backend(self.device), self.device)
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    def evaluate(self, label: str) -> dict:
+        cfg = self.config
+        settings = EvalSettings(
+            split="val", num_users=cfg.eval.num_users, f1_users=cfg.eval.f1_users, max_turns=cfg.rollout.max_turns,
+            candidates=cfg.data.candidates, num_candidates=cfg.data.num_candidates, seed=cfg.data.seed,
+        )
+        self.model.eval()
+        result = evaluate(self.greedy, self.dataset, settings, self.sasrec, self.peers, self.progress)
+        write_result(result, self.run_dir / f"eval-{label}")
+        summary = {
+            "hit_at_1": result["agents"]["hit_at_1"], "valid_ratio": result["agents"]["valid_ratio"],
+            "mean_turns": result["agents"]["mean_turns"], "seconds": result["seconds"]["total"],
+            **({f"user_{k}": result["user_f1"][k] for k in ("precision", "recall", "f1")} if result["user_f1"] else {}),
+        }
+        self.evals[label] = {**summary, "baselines": {m: b["hit_at_1"] for m, b in result["baselines"].items()},
+                             "episodes": result["agents"]["episodes"]}
+        self.logbook.log("eval", self.step, summary)
+        return result
+
+    # -- one step -----------------------------------------------------------------------------------
+    def train_step(self) -> dict | None:
+        cfg = self.config
+        train = self.dataset.split("train")
+        rng = np.random.default_rng(seed_step(cfg.train.seed, self.step))
+        episodes = [train[i] for i in rng.choice(len(train), size=cfg.train.users_per_step, replace=False)]
+        started = time.perf_counter()
+        self.model.eval()  # generation: no dropout
+        rollout = collect(self.sampler, self.dataset, episodes, self.candidates.build(episodes), cfg.rollout,
+                          cfg.reward, self.peers)
+        rolled = time.perf_counter()
+        batches = pack(rollout.samples, cfg.train.token_budget)
+        self.model.train()
+        stats = accumulate_gradients(self.model, batches, cfg.loss, cfg.generation.temperature, self.device) if batches else {}
+        norm = clip_and_step(self.params, self.optimizer, self.scheduler, cfg.optim.grad_clip) if batches else 0.0
+        elapsed = time.perf_counter() - started
+        metrics = {
+            **rollout.stats, **stats, **padding_report(batches, cfg.train.token_budget),
+            "samples": len(rollout.samples), "grad_norm": norm, "skipped": norm is None,
+            "lr": self.scheduler.get_last_lr()[0], "time_rollout": rolled - started, "time_step": elapsed,
+            "tokens_per_s": stats.get("tokens", 0) / max(1e-9, elapsed - (rolled - started)),
+        }
+        return metrics
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg = self.config
+        if cfg.eval.initial and "initial" not in self.evals:
+            self.evaluate("initial")
+        budget = cfg.train.minutes * 60 if cfg.train.minutes is not None else float("inf")
+        bad = 0
+        bar = tqdm(total=cfg.train.steps, initial=self.step, desc="train", unit="step", disable=not self.progress)
+        while self.step < cfg.train.steps and self.train_seconds < budget:
+            started = time.perf_counter()
+            metrics = self.train_step()
+            self.step += 1
+            self.train_seconds += time.perf_counter() - started
+            metrics["train_minutes"] = self.train_seconds / 60
+            self.logbook.log("train", self.step, metrics)
+            bar.update(1)
+            bar.set_postfix(hit=f"{metrics['train_hit_at_1']:.2f}", r_rec=f"{metrics['reward_rec']:.2f}",
+                            minutes=f"{self.train_seconds / 60:.1f}")
+            if metrics["skipped"]:
+                bad += 1
+                log.warning("step %d skipped: non-finite loss or gradients (%d in a row)", self.step, bad)
+                if bad >= MAX_BAD_STEPS:
+                    raise TrainingError(f"stopping at step {self.step}: {bad} steps in a row had non-finite loss "
+                                        "or gradients (try a lower optim.lr or loss.ppo_clip)")
+                continue
+            bad = 0
+            if cfg.eval.every and self.step % cfg.eval.every == 0:
+                self.evaluate(f"step-{self.step}")
+            if self.step % cfg.checkpoint.every == 0:
+                self._checkpoint()
+        bar.close()
+        self._checkpoint()
+        self.evaluate("final")
+        self._checkpoint()  # with the final evaluation recorded
+        summary = {"steps": self.step, "train_minutes": self.train_seconds / 60, "evals": self.evals}
+        atomic_write(self.run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
+        self.logbook.close()
+        return summary
+
+    def _checkpoint(self) -> None:
+        save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler,
+                        {"evals": self.evals, "train_seconds": self.train_seconds}, keep=self.config.checkpoint.keep)
+
+
+def format_summary(summary: dict) -> str:
+    """The before/after table: the zero-shot memory loop, the trained agents, the classic baselines."""
+    evals = summary["evals"]
+    final = evals.get("final", {})
+    rows = [("zero-shot memory loop", evals.get("initial")), ("CoARS (trained)", final)]
+    lines = [
+        f"trained {summary['steps']} steps in {summary['train_minutes']:.1f} min; "
+        f"{final.get('episodes', 0)} validation episodes",
+        "",
+        f"{'':<24} {'Hit@1':>6} {'ValidRatio':>10} {'turns':>6} {'user F1':>8}",
+    ]
+    for name, e in rows:
+        if e:
+            f1 = f"{e['user_f1']:.3f}" if "user_f1" in e else "-"
+            lines.append(f"{name:<24} {e['hit_at_1']:>6.3f} {e['valid_ratio']:>10.3f} {e['mean_turns']:>6.2f} {f1:>8}")
+    for method, hit in final.get("baselines", {}).items():
+        lines.append(f"{method:<24} {hit:>6.3f} {'-':>10} {'-':>6} {'-':>8}")
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""The collector with scripted agents: rewards per turn, exclusion, group baseline, teacher prompts."""
+
+from dataclasses import dataclass
+
+import pytest
+
+from coars_fast.data.dataset import Dataset, Episode, Item
+from coars_fast.env.rewards import RewardSettings, episode_rewards
+from coars_fast.models import encode_chat
+from coars_fast.rollout import RolloutSettings, collect
+
+
+@dataclass
+class Out:
+    prompt_ids: tuple
+    ids: tuple
+    logprobs: tuple
+    text: str
+
+
+class ScriptedAgents:
+    """Answers from a script keyed by agent; token ids are the real tokenizer's."""
+
+    def __init__(self, tokenizer, rec, user, diagnosis="the user wanted something else"):
+        self.tokenizer, self.script = tokenizer, {"rec": rec, "user": user}
+        self.diagnosis, self.calls = diagnosis, []
+
+    def respond(self, agent, chats, cache=None, keys=None):
+        outs = []
+        for chat in chats:
+            is_diagnosis = chat[-1]["role"] == "user" and chat[-1]["content"].endswith("Diagnosis:")
+            text = self.diagnosis if is_diagnosis else self.script[agent](chat)
+            ids = tuple(self.tokenizer.encode(text, add_special_tokens=False)) + (self.tokenizer.eos_token_id,)
+            outs.append(Out(tuple(encode_chat(self.tokenizer, chat)), ids, (-0.5,) * len(ids), text))
+        self.calls.append(agent)
+        return outs
+
+
+@pytest.fixture
+def toy():
+    titles = ["Blur", "Pulp", "Suede", "Oasis", "Muse", "Keane"]
+    ds = Dataset("lastfm", [Item(str(i), t) for i, t in enumerate(titles)], {})
+    episodes = [Episode("e1", None, (0, 1), 2, frozenset({0, 1, 2})), Episode("e2", None, (0, 3), 4, frozenset({0, 3, 4}))]
+    return ds, episodes, [(2, 5, 4, 3), (4, 5, 2, 1)]
+
+
+
+def test_collect_rewards_samples_and_teacher_prompts(smol_tokenizer, toy):
+    ds, episodes, cands = toy
+    agents = ScriptedAgents(smol_tokenizer, rec=lambda chat: " Keane\\nReason: fits",
+                            user=lambda chat: " dislike\\nScore: 0.1\\nReason: no")
+    settings = RolloutSettings(group_size=2, max_turns=2)
+    rollout = collect(agents, ds, episodes, cands, settings, RewardSettings())
+    assert len(rollout.states) == 4 and all(len(s.turns) == 2 for s in rollout.states)
+    assert len(rollout.samples) == 4 * 2 * 2  # every turn: one rec and one user sample
+    expected = sorted(r.rec for s in rollout.states for r in episode_rewards(s)) + sorted(
+        r.user for s in rollout.states for r in episode_rewards(s))
+    got = sorted(x.reward for x in rollout.samples if x.agent == "rec") + sorted(x.reward for x in rollout.samples if x.agent == "user")
+    assert got == pytest.approx(expected)
+    for sample in rollout.samples:
+        teacher = smol_tokenizer.decode(list(sample.teacher_prompt_ids))
+        student = smol_tokenizer.decode(list(sample.prompt_ids))
+        assert "Hindsight" in teacher and "Hindsight" not in student
+        assert teacher.endswith("Item:" if sample.agent == "rec" else "Action:") and student.endswith(teacher[-5:])
+        assert sample.response_ids[-1] == smol_tokenizer.eos_token_id and len(sample.old_logprobs) == len(sample.response_ids)
+    assert rollout.stats["train_hit_at_1"] == 0.0 and rollout.stats["valid_ratio"] == 1.0
+
+
+def test_exclusion_ablation_agents_and_group_baseline(smol_tokenizer, toy):
+    ds, episodes, cands = toy
+    clicks = ScriptedAgents(smol_tokenizer, rec=lambda chat: " Keane", user=lambda chat: " click\\nScore: 0.9")
+    rollout = collect(clicks, ds, episodes, cands, RolloutSettings(group_size=1, max_turns=3), RewardSettings())
+    assert rollout.samples == [] and rollout.stats["excluded_turns"] == 2  # wrong item, accepted: not logged
+
+    agents = ScriptedAgents(smol_tokenizer, rec=lambda chat: " Keane", user=lambda chat: " skip\\nScore: 0.3")
+    only_rec = collect(agents, ds, episodes, cands, RolloutSettings(group_size=2, max_turns=2, train_agents=("rec",)),
+                       RewardSettings())
+    assert {s.agent for s in only_rec.samples} == {"rec"} and "user" in agents.calls  # the user still plays
+
+    grouped = collect(agents, ds, episodes, cands, RolloutSettings(group_size=2, max_turns=2, baseline="group"),
+                      RewardSettings())
+    for group in ("e1", "e2"):
+        for agent in ("rec", "user"):
+            rewards = [s.reward for s in grouped.samples if s.group == group and s.agent == agent]
+            assert len(rewards) == 4 and sum(rewards) == pytest.approx(0.0)
+
+
+def test_self_diagnosis_goes_into_the_teacher_prompt(smol_tokenizer, toy):
+    ds, episodes, cands = toy
+    agents = ScriptedAgents(smol_tokenizer, rec=lambda chat: " Keane", user=lambda chat: " skip",
+                            diagnosis="Keane was a poor guess; Suede fits the britpop history.")
+    rollout = collect(agents, ds, episodes[:1], cands[:1], RolloutSettings(group_size=1, max_turns=1, diagnosis="self"),
+                      RewardSettings())
+    teacher = smol_tokenizer.decode(list(rollout.samples[0].teacher_prompt_ids))
+    assert "Keane was a poor guess; Suede fits the britpop history." in teacher and '"Suede"' in teacher

@@ -1,0 +1,87 @@
+"""Packing: packed == padded per token, no label crosses a boundary, teacher and student aligned."""
+
+import random
+
+import pytest
+import torch
+
+from coars_fast.rollout.collector import TurnSample
+from coars_fast.rollout.packing import first_fit_decreasing, pack, padding_report
+from coars_fast.train.step import decoder_and_head, response_hidden
+from conftest import tiny_llama
+
+
+def _samples(n, vocab, seed):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        prompt = [rng.randrange(3, vocab) for _ in range(rng.randrange(5, 40))]
+        teacher = prompt[:-1] + [rng.randrange(3, vocab) for _ in range(rng.randrange(3, 12))] + prompt[-1:]
+        response = [rng.randrange(3, vocab) for _ in range(rng.randrange(1, 9))]
+        out.append(TurnSample("rec" if i % 3 else "user", tuple(prompt), tuple(teacher), tuple(response),
+                              tuple(-rng.random() for _ in response), rng.uniform(-1, 1), f"g{i % 4}"))
+    return out
+
+
+def test_labels_never_cross_a_sequence_boundary():
+    samples = _samples(30, 500, seed=random.randrange(10**6))
+    batches = pack(samples, token_budget=160)
+    for b in batches:
+        for stream in (b.student, b.teacher):
+            starts = stream.cu_seqlens.tolist()
+            assert stream.rows.numel() == b.targets.numel()
+            for row, target in zip(stream.rows.tolist(), b.targets.tolist()):
+                seq = max(i for i, s in enumerate(starts[:-1]) if s <= row)
+                assert row < starts[seq + 1]  # the predicting position lies in its own sequence
+                if row + 1 < starts[seq + 1]:
+                    assert stream.input_ids[row + 1].item() == target  # shift by one, inside the sequence
+            positions = stream.position_ids.tolist()
+            assert all(positions[s] == 0 for s in starts[:-1])
+        assert b.student.cu_seqlens.numel() == b.teacher.cu_seqlens.numel()
+    assert sorted(t for b in batches for t in b.targets.tolist()) == sorted(t for s in samples for t in s.response_ids)
+
+
+def test_first_fit_decreasing_respects_the_budget():
+    sizes = [70, 10, 50, 30, 20, 200, 40, 60]
+    bins = first_fit_decreasing(sizes, 100)
+    assert sorted(i for b in bins for i in b) == list(range(len(sizes)))
+    for b in bins:
+        assert sum(sizes[i] for i in b) <= 100 or len(b) == 1
+    assert [[sizes[i] for i in b] for b in bins] == [[200], [70, 30], [60, 40], [50, 20, 10]]
+
+
+def test_token_weights_make_each_agent_loss_a_mean_over_turns():
+    samples = _samples(17, 300, seed=3)
+    batches = pack(samples, token_budget=120)
+    for agent in ("rec", "user"):
+        total = sum(b.token_weights.sum().item() for b in batches if b.agent == agent)
+        assert total == pytest.approx(1.0)
+    report = padding_report(batches, 120)
+    assert 0 < report["packed_fill"] <= 1.0 and 0 <= report["padded_waste"] < 1
+
+
+def test_packed_equals_padded_per_token(smol_tokenizer):
+    model = tiny_llama(smol_tokenizer, hidden=64, layers=2)
+    decoder, head = decoder_and_head(model)
+    samples = _samples(9, 2000, seed=random.randrange(10**6))
+    for batch in pack(samples, token_budget=200):
+        with torch.no_grad():
+            for stream in (batch.student, batch.teacher):
+                packed = torch.log_softmax(response_hidden(decoder, stream) @ head.T, -1)
+                packed = packed.gather(1, batch.targets[:, None]).squeeze(1)
+                # The same sequences right-padded into one batch with an attention mask.
+                starts = stream.cu_seqlens.tolist()
+                seqs = [stream.input_ids[a:b] for a, b in zip(starts[:-1], starts[1:])]
+                width = max(len(s) for s in seqs)
+                ids = torch.zeros(len(seqs), width, dtype=torch.long)
+                mask = torch.zeros(len(seqs), width, dtype=torch.long)
+                for i, s in enumerate(seqs):
+                    ids[i, : len(s)], mask[i, : len(s)] = s, 1
+                logits = model(input_ids=ids, attention_mask=mask).logits
+                rows = stream.rows.tolist()
+                seq_of = [max(i for i, s in enumerate(starts[:-1]) if s <= r) for r in rows]
+                padded = torch.stack([
+                    torch.log_softmax(logits[q, r - starts[q]], -1)[t] for q, r, t in zip(seq_of, rows, batch.targets.tolist())
+                ])
+                assert (packed - padded).abs().max().item() <= 1e-5
+                assert (packed <= 0).all()

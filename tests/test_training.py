@@ -1,0 +1,144 @@
+"""The trainer on a tiny model: exact resume, crash-safe checkpoints, non-finite steps, ablations, CLI."""
+
+import json
+
+import pytest
+import torch
+
+from coars_fast.cli import main
+from coars_fast.errors import ConfigError, TrainingError
+from coars_fast.train import checkpoint as checkpoint_module
+from coars_fast.train import step as step_module
+from coars_fast.train.config import load_config
+from coars_fast.train.trainer import Trainer
+
+
+def _config(tiny_model_dir, data_dir, *extra):
+    return load_config("cpu", [
+        f"model.name={tiny_model_dir}", "data.dataset=jsonl", f"data.data_dir={data_dir}", "train.minutes=null",
+        "train.users_per_step=2", "rollout.group_size=2", "rollout.max_turns=2", "generation.max_new_tokens=6",
+        "eval.initial=false", "eval.num_users=1", "eval.f1_users=0", "checkpoint.every=2", "tensorboard=false",
+        "optim.lr=0.01", *extra,
+    ])
+
+
+@pytest.fixture
+def cyclic_dir(cyclic_dataset, tmp_path):
+    return tmp_path / "cyclic"
+
+
+def _adapter_weights(trainer):
+    return {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+
+
+def test_resume_reproduces_an_uninterrupted_run(tiny_model_dir, cyclic_dir, tmp_path):
+    straight = Trainer(_config(tiny_model_dir, cyclic_dir, "train.steps=4"), tmp_path / "a", progress=False)
+    straight.run()
+    first = Trainer(_config(tiny_model_dir, cyclic_dir, "train.steps=2"), tmp_path / "b", progress=False)
+    first.run()
+    resumed = Trainer(_config(tiny_model_dir, cyclic_dir, "train.steps=4"), tmp_path / "b", resume=True, progress=False)
+    assert resumed.step == 2
+    resumed.run()
+    a, b = _adapter_weights(straight), _adapter_weights(resumed)
+    assert a.keys() == b.keys() and len(a) > 0
+    worst = max((a[n] - b[n]).abs().max().item() for n in a)
+    assert worst <= 1e-6
+    moved = max((a[n] - _adapter_weights(first)[n]).abs().max().item() for n in a)
+    assert moved > 1e-4  # steps 3-4 did change the adapters
+    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_one_step_updates_both_adapters_and_ablation_freezes_user(tiny_model_dir, cyclic_dir, tmp_path):
+    """Synthetic turns of both agents through the real step: each adapter moves only on its own turns."""
+    from coars_fast.rollout import TurnSample, pack
+    from coars_fast.train.step import accumulate_gradients, clip_and_step
+
+    def turn(agent, seed):
+        g = torch.Generator().manual_seed(seed)
+        ids = lambda n: tuple(torch.randint(5, 1000, (n,), generator=g).tolist())
+        prompt = ids(30)
+        return TurnSample(agent, prompt, prompt[:-1] + ids(8) + prompt[-1:], ids(6), (-1.0,) * 6, 0.7, "u")
+
+    for agents, samples in ((("rec", "user"), [turn("rec", 1), turn("user", 2)]), (("rec",), [turn("rec", 3)])):
+        trainer = Trainer(_config(tiny_model_dir, cyclic_dir, f"rollout.train_agents=[{', '.join(agents)}]"),
+                          tmp_path / "-".join(agents), progress=False)
+        before = _adapter_weights(trainer)
+        trainer.model.train()
+        stats = accumulate_gradients(trainer.model, pack(samples, 4096), trainer.config.loss, 1.0, trainer.device)
+        assert clip_and_step(trainer.params, trainer.optimizer, trainer.scheduler, 1.0) > 0
+        after = _adapter_weights(trainer)
+        moved = {a: max((after[n] - before[n]).abs().max().item() for n in before if f".{a}." in n) for a in ("rec", "user")}
+        assert moved["rec"] > 0 and (moved["user"] > 0) == ("user" in agents)
+        assert {f"loss_{a}" for a in agents} <= set(stats)
+
+
+def test_non_finite_steps_are_skipped_then_training_stops(tiny_model_dir, cyclic_dir, tmp_path, monkeypatch):
+    real = step_module.coars_loss
+
+    def poisoned(*args, **kwargs):
+        loss, stats = real(*args, **kwargs)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(step_module, "coars_loss", poisoned)
+    trainer = Trainer(_config(tiny_model_dir, cyclic_dir, "train.steps=10"), tmp_path / "nan", progress=False)
+    before = _adapter_weights(trainer)
+    with pytest.raises(TrainingError, match="3 steps in a row had non-finite loss"):
+        trainer.run()
+    records = [json.loads(line) for line in (tmp_path / "nan" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped"] for r in records if r["kind"] == "train"] == [True, True, True]
+    after = _adapter_weights(trainer)
+    assert all(torch.equal(before[n], after[n]) for n in before)
+
+
+def test_a_crash_while_checkpointing_keeps_the_last_good_checkpoint(tiny_model_dir, cyclic_dir, tmp_path, monkeypatch):
+    run = tmp_path / "crash"
+    Trainer(_config(tiny_model_dir, cyclic_dir, "train.steps=2"), run, progress=False).run()
+    assert checkpoint_module.latest_checkpoint(run).name == "step-000002"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies halfway through writing the checkpoint
+
+    trainer = Trainer(_config(tiny_model_dir, cyclic_dir, "train.steps=4"), run, resume=True, progress=False)
+    monkeypatch.setattr(checkpoint_module.torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    monkeypatch.undo()
+    assert checkpoint_module.latest_checkpoint(run).name == "step-000002"
+    assert not (run / "checkpoints" / "step-000004").exists()
+    again = Trainer(_config(tiny_model_dir, cyclic_dir, "train.steps=4"), run, resume=True, progress=False)
+    assert again.step == 2
+    again.run()
+    assert checkpoint_module.latest_checkpoint(run).name == "step-000004"
+
+
+def test_cli_train_end_to_end(tiny_model_dir, cyclic_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(["train", "--dataset", "jsonl", "--data-dir", str(cyclic_dir), "--model", str(tiny_model_dir),
+                 "--steps", "2", "--eval-users", "2", "--set", "eval.f1_users=1", "--set", "generation.max_new_tokens=6",
+                 "--set", "rollout.max_turns=2", "--set", "train.minutes=null", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "zero-shot memory loop" in printed and "CoARS (trained)" in printed and "sasrec" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and {"initial", "final"} <= set(summary["evals"])
+    train_records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
+    for key in ("reward_rec", "train_hit_at_1", "grad_norm", "tokens_per_s", "packed_fill", "padded_waste",
+                "time_rollout", "time_teacher", "time_student"):
+        assert key in train_records[-1]
+    assert (out / "tensorboard").is_dir()
+    from peft import PeftConfig
+
+    assert PeftConfig.from_pretrained(out / "checkpoints" / "step-000002" / "adapters" / "rec").r == 16
+
+
+def test_config_mistakes_name_the_key(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="unknown config key 'optim.grad_clp'; did you mean 'optim.grad_clip'"):
+        load_config("cpu", ["optim.grad_clp=1"])
+    with pytest.raises(ConfigError, match="train.minutes' expects float"):
+        load_config("cpu", ["train.minutes=soon"])
+    (tmp_path / "bad.yaml").write_text("rollout: {groupsize: 4}\n")
+    assert main(["train", "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert "unknown config key 'rollout.groupsize'; did you mean 'rollout.group_size'?" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 2
