@@ -8,6 +8,10 @@ import torch
 ACCUMULATES_EXPECTED_WEIGHT = False  # the [rows, D] accumulator does not fit on-chip for large D
 
 
+def _cdiv(a, b):
+    return -(-a // b)
+
+
 def _interpreting():
     return os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -41,21 +45,23 @@ def vocab_partials(hidden, teacher_hidden, weight, targets, inv_temperature, wit
 
     n, d = hidden.shape
     vocab = weight.shape[0]
-    blocks, launch, target_programs = _launch_config(hidden.device)
-    row_blocks = -(-n // blocks["BLOCK_M"])
-    vocab_tiles = -(-vocab // blocks["BLOCK_V"])
-    tiles_per_split = -(-vocab_tiles // min(vocab_tiles, max(1, -(-target_programs // max(row_blocks, 1)))))
-    splits = -(-vocab_tiles // tiles_per_split)  # every split starts on a real tile
     total_rows = n if teacher_hidden is None else 2 * n
+    if n == 0:
+        return torch.empty(1, 4, 0, dtype=torch.float32, device=hidden.device), None
+    blocks, launch, target_programs = _launch_config(hidden.device)
+    row_blocks = _cdiv(n, blocks["BLOCK_M"])
+    vocab_tiles = _cdiv(vocab, blocks["BLOCK_V"])
+    wanted_splits = min(vocab_tiles, _cdiv(target_programs, row_blocks))  # enough programs for few rows
+    tiles_per_split = _cdiv(vocab_tiles, wanted_splits)
+    splits = _cdiv(vocab_tiles, tiles_per_split)  # every split starts on a real tile
     stats = torch.empty(splits, 4, total_rows, dtype=torch.float32, device=hidden.device)
-    if n > 0:
-        vocab_partials_kernel[(row_blocks, splits)](
-            hidden, hidden if teacher_hidden is None else teacher_hidden, weight, targets, stats,
-            n, vocab, d, hidden.stride(0), weight.stride(0), total_rows, vocab_tiles, tiles_per_split,
-            inv_temperature,
-            HAS_TEACHER=teacher_hidden is not None, WITH_ENTROPY=with_entropy, UPCAST=_interpreting(),
-            DOT_PRECISION=_dot_precision(hidden.dtype), **blocks, **launch,
-        )
+    vocab_partials_kernel[(row_blocks, splits)](
+        hidden, hidden if teacher_hidden is None else teacher_hidden, weight, targets, stats,
+        n, vocab, d, hidden.stride(0), weight.stride(0), total_rows, vocab_tiles, tiles_per_split,
+        inv_temperature,
+        HAS_TEACHER=teacher_hidden is not None, WITH_ENTROPY=with_entropy, UPCAST=_interpreting(),
+        DOT_PRECISION=_dot_precision(hidden.dtype), **blocks, **launch,
+    )
     return stats, None
 
 
@@ -65,16 +71,16 @@ def logit_grad(hidden, weight, targets, lse, logp_coef, entropy_coef, mean_logit
     n, d = hidden.shape
     vocab = weight.shape[0]
     out = torch.empty(n, vocab, dtype=weight.dtype, device=hidden.device)
+    if n == 0:
+        return out
     blocks, launch, _ = _launch_config(hidden.device)
-    vocab_tiles = -(-vocab // blocks["BLOCK_V"])
-    row_blocks = -(-n // blocks["BLOCK_M"])
-    if n > 0:
-        with_entropy = entropy_coef is not None
-        logit_grad_kernel[(row_blocks * vocab_tiles,)](
-            hidden, weight, targets, lse, logp_coef,
-            entropy_coef if with_entropy else lse, mean_logit if with_entropy else lse, out,
-            n, vocab, d, hidden.stride(0), weight.stride(0), vocab_tiles, inv_temperature,
-            WITH_ENTROPY=with_entropy, UPCAST=_interpreting(), DOT_PRECISION=_dot_precision(hidden.dtype),
-            **blocks, **launch,
-        )
+    vocab_tiles = _cdiv(vocab, blocks["BLOCK_V"])
+    with_entropy = entropy_coef is not None
+    logit_grad_kernel[(_cdiv(n, blocks["BLOCK_M"]) * vocab_tiles,)](
+        hidden, weight, targets, lse, logp_coef,
+        entropy_coef if with_entropy else lse, mean_logit if with_entropy else lse, out,
+        n, vocab, d, hidden.stride(0), weight.stride(0), vocab_tiles, inv_temperature,
+        WITH_ENTROPY=with_entropy, UPCAST=_interpreting(), DOT_PRECISION=_dot_precision(hidden.dtype),
+        **blocks, **launch,
+    )
     return out
