@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--candidates", default="random", choices=("random", "sasrec"))
     ev.add_argument("--num-candidates", type=int, default=20)
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--no-peers", action="store_true", help="do not show the User agent peer evidence p_t")
     _add_model_args(ev)
     ev.add_argument("--out", type=Path, help="folder for summary.json and transcripts.jsonl (default: runs/eval-...)")
     ev.set_defaults(run=cmd_eval)
@@ -125,7 +126,7 @@ def cmd_eval(args) -> None:
     from coars_fast.data import load_dataset, sasrec
     from coars_fast.evaluation import EvalSettings, evaluate, format_report, write_result
     from coars_fast.models import GenerationSettings, load_agent_adapters, load_model
-    from coars_fast.rollout import Agents
+    from coars_fast.rollout import Agents, PeerIndex
 
     settings = EvalSettings(
         split=args.split, num_users=args.num_users, f1_users=args.f1_users, max_turns=args.turns,
@@ -137,7 +138,8 @@ def cmd_eval(args) -> None:
     if args.adapters:
         model = load_agent_adapters(model, args.adapters)
     agents = Agents(model, tokenizer, GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size))
-    result = evaluate(agents, dataset, settings, sasrec=ranker)
+    peers = None if args.no_peers else PeerIndex(ranker, dataset)
+    result = evaluate(agents, dataset, settings, sasrec=ranker, peers=peers)
     result["model"] = args.model or "smollm2-135m (embedded)"
     result["adapters"] = str(args.adapters) if args.adapters else None
     out = args.out or Path("runs") / f"eval-{dataset.name}-{args.split}-{time.strftime('%Y%m%d-%H%M%S')}"

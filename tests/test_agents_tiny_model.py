@@ -9,7 +9,7 @@ from coars_fast.data.dataset import Episode
 from coars_fast.models import GenerationSettings, add_agent_adapters, encode_chat, generate, load_agent_adapters, save_agent_adapters
 from coars_fast.models.scoring import next_token_logprobs
 from coars_fast.rollout import Agents, make_states, run_episodes
-from conftest import tiny_llama
+from helpers import tiny_llama
 from coars_fast.data.dataset import Dataset, Item
 
 

@@ -8,7 +8,7 @@ import pytest
 from coars_fast.cli import main
 from coars_fast.data import load_dataset
 from coars_fast.errors import DataError
-from conftest import write_jsonl
+from helpers import write_jsonl
 
 ITEMS = [("a", "Alpha"), ("b", "Beta"), ("c", "Gamma"), ("d", "Delta"), ("e", "Epsilon")]
 

@@ -89,7 +89,7 @@ def test_histories_are_bounded_and_targets_valid(name, request):
 
 def test_summary_figures(lastfm):
     s = summarize(lastfm)
-    assert s["items"] == 4606 and s["users"] is None
+    assert s["items"] == 4606 and s["users"] == 1737 and "HetRec" in s["user_note"]
     assert s["splits"]["val"]["episodes"] == 2767
     assert s["splits"]["train"]["history_len"]["max"] == 10
     assert s["titles"]["coverage"] == 1.0

@@ -8,7 +8,7 @@ import torch
 from coars_fast.rollout.collector import TurnSample
 from coars_fast.rollout.packing import first_fit_decreasing, pack, padding_report
 from coars_fast.train.step import decoder_and_head, response_hidden
-from conftest import tiny_llama
+from helpers import tiny_llama
 
 
 def _samples(n, vocab, seed):

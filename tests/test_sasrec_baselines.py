@@ -28,14 +28,15 @@ def test_sasrec_is_cached_and_reloads_identically(cyclic_dataset, cyclic_model, 
     import os
     from pathlib import Path
 
-    files = list((Path(os.environ["COARS_FAST_CACHE"]) / "sasrec").glob("jsonl-*.pt"))
-    assert len(files) == 1
+    config = sasrec.SASRecConfig(max_epochs=15, patience=15)
+    path = Path(os.environ["COARS_FAST_CACHE"]) / "sasrec" / f"jsonl-{sasrec.training_key(cyclic_dataset, config)}.pt"
+    assert path.is_file()
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cached model must not be retrained")
 
     monkeypatch.setattr(sasrec, "train", no_training)
-    again = sasrec.load_or_train(cyclic_dataset, sasrec.SASRecConfig(max_epochs=15, patience=15), progress=False)
+    again = sasrec.load_or_train(cyclic_dataset, config, progress=False)
     histories = [ep.history for ep in cyclic_dataset.split("val")[:20]]
     assert torch.equal(again.scores(histories), cyclic_model.scores(histories))
 
