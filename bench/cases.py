@@ -16,6 +16,7 @@ import sys
 import torch
 
 from coars_fast.kernels import backend_cpu, coars_loss, token_logprobs
+from measure import rss_high_water
 
 SHAPES = {
     "smoke": dict(n=256, d=64, v=1031),
@@ -168,28 +169,8 @@ IMPLEMENTATIONS = {
 }
 
 
-def _resident_kib(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def peak_extra_rss(case, impl, shape, dtype):
-    """Runs one implementation twice in this (fresh) process and returns the resident-memory high
-    water mark of the second run above what was resident before it, in bytes. The first run takes
-    lazy initialisation (thread pools, MKL buffers, torch.compile) out of the figure."""
-    fn = IMPLEMENTATIONS[case][impl]
-    inputs = make_inputs(shape, getattr(torch, dtype), "cpu")
-    fn(inputs)
-    with open("/proc/self/clear_refs", "w") as clear:
-        clear.write("5")  # resets VmHWM to the current resident size
-    before = _resident_kib("VmRSS")
-    result = fn(inputs)
-    peak = _resident_kib("VmHWM")
-    del result
-    return (peak - before) * 1024
+    return rss_high_water(IMPLEMENTATIONS[case][impl], make_inputs(shape, getattr(torch, dtype), "cpu"))
 
 
 if __name__ == "__main__":

@@ -18,11 +18,11 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def interleaved_medians(fns, inputs, rounds, warmup=1):
+def interleaved_medians(fns, inputs, rounds, warmup=1, device=None):
     """Median wall time of each fn(inputs) over `rounds` rounds after `warmup` untimed ones. Every
     round runs every implementation once, so a change in machine load (other processes) hits all
     of them alike and the ratios stay meaningful."""
-    device = inputs["hidden"].device
+    device = device or inputs["hidden"].device
     times = {name: [] for name in fns}
     for i in range(warmup + rounds):
         for name, fn in fns.items():
@@ -36,7 +36,7 @@ def interleaved_medians(fns, inputs, rounds, warmup=1):
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def peak_extra_bytes(case, impl, shape, dtype, device, fn=None, inputs=None):
+def peak_extra_bytes(case, impl, shape, dtype, device, fn=None, inputs=None, script=CASES_SCRIPT):
     """Peak memory one run adds on top of its inputs.
 
     CUDA: torch's allocator statistics, in this process. CPU: torch keeps no CPU allocator
@@ -53,8 +53,30 @@ def peak_extra_bytes(case, impl, shape, dtype, device, fn=None, inputs=None):
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
-    result = subprocess.run([sys.executable, str(CASES_SCRIPT), case, impl, shape, dtype], env=env,
+    result = subprocess.run([sys.executable, str(script), case, impl, shape, dtype], env=env,
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"memory run of {case}/{impl} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_extra_bytes"]
+
+
+def _resident_kib(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def rss_high_water(fn, inputs):
+    """Runs fn(inputs) twice in this (fresh) process and returns the resident-memory high water
+    mark of the second run above what was resident before it, in bytes. The first run takes lazy
+    initialisation (thread pools, MKL buffers, torch.compile) out of the figure."""
+    fn(inputs)
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # resets VmHWM to the current resident size
+    before = _resident_kib("VmRSS")
+    result = fn(inputs)
+    peak = _resident_kib("VmHWM")
+    del result
+    return (peak - before) * 1024

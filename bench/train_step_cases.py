@@ -1,0 +1,117 @@
+"""The training step, ours against the way a padded RL trainer (TRL, verl without remove-padding)
+does it, on the same trajectories and model. Also a command line
+(`python bench/train_step_cases.py train-step IMPL SIZE float32`) that runs one implementation in a
+fresh process and prints its peak extra resident memory (see measure.py).
+
+- "ours": first-fit-decreasing packing into padding-free student and teacher streams, hidden states
+  of the response rows only, the fused `coars_loss` (no [tokens x vocab] logits).
+- "padded": per agent, micro-batches of the same number of turns right-padded to their longest
+  sequence with an attention mask, full LM forward to fp32 logits for student and teacher,
+  log_softmax + gather at the response positions, the same CoARS loss, autograd.
+
+Both run every turn of both agents forward and backward through the LoRA adapters of one model.
+"""
+import json
+import random
+import sys
+
+import torch
+
+from coars_fast.models.lora import add_agent_adapters
+from coars_fast.rollout import TurnSample, pack
+from coars_fast.train.config import LossConfig
+from coars_fast.train.step import accumulate_gradients
+from measure import rss_high_water
+
+SIZES = {
+    # SmolLM2-135M's width, heads and vocabulary (the embedded model) with 6 of its 30 layers, so a
+    # round takes seconds on 2 CPU cores; turns as the CPU preset produces them.
+    "cpu": dict(hidden=576, layers=6, heads=9, kv_heads=3, intermediate=1536, vocab=49152, turns=32,
+                prompt=(240, 340), hindsight=(50, 80), response=(12, 40), budget=4096, padded_batch=4),
+    "smoke": dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=1031, turns=8,
+                  prompt=(20, 40), hindsight=(5, 10), response=(3, 9), budget=256, padded_batch=4),
+}
+LOSS = LossConfig()
+
+
+def make_inputs(size):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    s = SIZES[size]
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["intermediate"],
+                         num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
+                         num_key_value_heads=s["kv_heads"], tie_word_embeddings=True, attn_implementation="sdpa")
+    model = add_agent_adapters(LlamaForCausalLM(config).requires_grad_(False))
+    for name, p in model.named_parameters():  # LoRA B starts at 0; make the adapters non-trivial
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    rng = random.Random(0)
+    ids = lambda n: tuple(rng.randrange(3, s["vocab"]) for _ in range(n))
+    samples = []
+    for i in range(s["turns"]):
+        prompt = ids(rng.randint(*s["prompt"]))
+        teacher = prompt[:-4] + ids(rng.randint(*s["hindsight"])) + prompt[-4:]
+        response = ids(rng.randint(*s["response"]))
+        samples.append(TurnSample("rec" if i % 2 == 0 else "user", prompt, teacher, response,
+                                  tuple(-rng.random() for _ in response), rng.uniform(-1, 1), f"u{i // 4}"))
+    return {"model": model, "samples": samples, "size": s}
+
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def train_step_ours(x):
+    model = x["model"]
+    model.zero_grad(set_to_none=True)
+    stats = accumulate_gradients(model, pack(x["samples"], x["size"]["budget"]), LOSS, 1.0, torch.device("cpu"))
+    return sum(v for k, v in stats.items() if k.startswith("loss_")), _grads(model)
+
+
+def _padded(samples, prompts):
+    width = max(len(p) + len(s.response_ids) - 1 for p, s in zip(prompts, samples))
+    ids = torch.zeros(len(samples), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, (p, s) in enumerate(zip(prompts, samples)):
+        seq = list(p) + list(s.response_ids[:-1])
+        ids[i, : len(seq)], mask[i, : len(seq)] = torch.tensor(seq), 1
+    return ids, mask
+
+
+def _response_logprobs(model, samples, prompts):
+    ids, mask = _padded(samples, prompts)
+    logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+    return torch.cat([
+        logp[i, len(p) - 1 : len(p) - 1 + len(s.response_ids)].gather(1, torch.tensor(s.response_ids)[:, None]).squeeze(1)
+        for i, (p, s) in enumerate(zip(prompts, samples))
+    ])
+
+
+def train_step_padded(x):
+    model, batch = x["model"], x["size"]["padded_batch"]
+    model.zero_grad(set_to_none=True)
+    total = 0.0
+    for agent in ("rec", "user"):
+        mine = [s for s in x["samples"] if s.agent == agent]
+        model.set_adapter(agent)
+        for start in range(0, len(mine), batch):
+            chunk = mine[start : start + batch]
+            with torch.no_grad():
+                teacher = _response_logprobs(model, chunk, [s.teacher_prompt_ids for s in chunk])
+            student = _response_logprobs(model, chunk, [s.prompt_ids for s in chunk])
+            rewards = torch.tensor([s.reward for s in chunk for _ in s.response_ids])
+            weights = torch.tensor([1 / (len(s.response_ids) * len(mine)) for s in chunk for _ in s.response_ids])
+            credit = (teacher - student.detach()).clamp(-LOSS.credit_clip, LOSS.credit_clip)
+            loss = -(weights * (rewards + LOSS.distill_coef * credit) * student).sum()
+            loss.backward()
+            total += loss.item()
+    return total, _grads(model)
+
+
+IMPLEMENTATIONS = {"train-step": {"ours": train_step_ours, "padded": train_step_padded}}
+
+
+if __name__ == "__main__":
+    case, impl, size, _dtype = sys.argv[1:5]
+    print(json.dumps({"peak_extra_bytes": rss_high_water(IMPLEMENTATIONS[case][impl], make_inputs(size))}))
