@@ -22,6 +22,8 @@ TITLES = ["Joy Division", "Kent", "Iggy Pop", "The Kent Band", "Air", "Sigur Ró
         ("Item: The Kent Band", 3, "exact"),  # not confused with "Kent"
         ("Item: I pick Kent for them", 1, "mention"),
         ("Kent", 1, "exact"),  # no label: the first line
+        ("Item: 10. Iggy Pop", 2, "exact"),  # a list number copied from the prompt
+        ("Item: - Air", 4, "exact"),
         ("I think they would enjoy Air a lot.", 4, "mention"),
         ("Item: Kent or Air", None, None),  # two candidates: ambiguous
         ("Item: Radiohead", None, None),
@@ -58,6 +60,8 @@ def test_close_match_must_be_unique():
         ("Action: starting over", "skip", 0.25, (False, False)),  # "starting" is not "star"
         ("no idea", "skip", 0.25, (False, False)),
         ("Action: dislike\nScore: -3", "dislike", 0.0, (True, True)),
+        ("Action: <click, star, skip, dislike, star>", "skip", 0.25, (False, False)),  # the format, echoed
+        ("I clicked it. Yes, click!", "click", 1.0, (True, False)),
     ],
 )
 def test_user_reply(text, action, score, stated):

@@ -79,6 +79,13 @@ def test_episode_rewards_exclusion_and_invalid_turns():
     assert r[3].rec == pytest.approx(0.9**3) and r[3].user == pytest.approx(1 - 0.1 * 0.8)
 
 
+def test_a_user_answer_without_an_action_is_invalid_for_the_user():
+    state = _episode([(" One", " <click, star, skip or dislike>", None)], max_turns=1)
+    r = episode_rewards(state)[0]
+    assert r.user == -1.0  # not the +0.5 a deliberate skip of a wrong item earns
+    assert r.rec == pytest.approx(-(0.5 + 0.5 * 0.25)) and not r.excluded
+
+
 def test_outcome_reward_is_the_episode_hit():
     state = _episode([(" One", " skip", None), (" Two", " click", None)])
     r = episode_rewards(state, RewardSettings(kind="outcome"))

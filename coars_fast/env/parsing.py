@@ -54,6 +54,7 @@ def _labelled(text: str, labels: Sequence[str]) -> str | None:
 
 
 def _clean(value: str) -> str:
+    value = re.sub(r"^\s*(?:\d+[.)]|[-*•])\s+", "", value)  # a list marker copied from the prompt: "10. ", "- "
     return value.strip().strip("*_`\"'“”‘’[]()<> ").rstrip(".!;,").strip("*_`\"'“”‘’ ")
 
 
@@ -135,13 +136,18 @@ def parse_user_reply(text: str) -> UserReply:
     """
     text = text if isinstance(text, str) else ""
     labelled = _labelled(text, ("action", "decision", "response"))
-    found = _ACTION_WORD.search(labelled or "") or _ACTION_WORD.search(text)
-    action = next(a for a in ACTIONS if found and found.group(1).lower().startswith(a)) if found else "skip"
+    action = _one_action(labelled) if labelled is not None else _one_action(text)
     score = _score(text)
     return UserReply(
-        action=action,
-        score=DEFAULT_SCORE[action] if score is None else clamp_to_band(score, action),
+        action=action or "skip",
+        score=DEFAULT_SCORE[action or "skip"] if score is None else clamp_to_band(score, action or "skip"),
         reason=_reason(text),
-        action_stated=found is not None,
+        action_stated=action is not None,
         score_stated=score is not None,
     )
+
+
+def _one_action(text: str) -> str | None:
+    """The action `text` names; None when it names none or several (an echo of the format line)."""
+    named = {next(a for a in ACTIONS if w.lower().startswith(a)) for w in _ACTION_WORD.findall(text)}
+    return named.pop() if len(named) == 1 else None

@@ -5,7 +5,10 @@ R_user = (2 hit_t - 1) (2 s_t - 1) (1 - alpha q_t (2 s_t - 1))
 
 A turn whose item is not the logged next item but that the User accepted (click or star) is left
 out of both agents' losses: the data may simply not log that preference. A turn whose answer named
-no candidate gets `invalid_reward` D_t for the Recommender (the User was not asked).
+no candidate gets `invalid_reward` D_t for the Recommender (the User was not asked). A User answer
+that states no action (or several: an echo of the format line) gets `invalid_reward`, so that an
+unreadable answer never earns what a deliberate "skip" of a wrong item earns; the Recommender's
+reward then uses the assumed "skip" and its default score.
 """
 
 from __future__ import annotations
@@ -72,12 +75,7 @@ def episode_rewards(state: EpisodeState, settings: RewardSettings = RewardSettin
         else:
             s = turn.reply.score
             q = turn.peers.similarity if turn.peers else 0.0
-            out.append(
-                TurnReward(
-                    rec_reward(turn.hit, s, turn.number, settings.gamma),
-                    user_reward(turn.hit, s, q, settings.alpha),
-                    is_excluded(turn, settings),
-                )
-            )
+            user = user_reward(turn.hit, s, q, settings.alpha) if turn.reply.action_stated else settings.invalid_reward
+            out.append(TurnReward(rec_reward(turn.hit, s, turn.number, settings.gamma), user, is_excluded(turn, settings)))
     return out
 
