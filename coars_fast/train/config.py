@@ -80,7 +80,7 @@ class Config:
     model: ModelConfig = ModelConfig()
     lora: LoraSettings = LoraSettings()
     data: DataConfig = DataConfig()
-    generation: GenerationSettings = GenerationSettings(greedy=False, max_new_tokens=48)
+    generation: GenerationSettings = GenerationSettings(greedy=False)  # sampling for rollouts; eval is greedy
     rollout: RolloutSettings = RolloutSettings()
     reward: RewardSettings = RewardSettings()
     loss: LossConfig = LossConfig()
