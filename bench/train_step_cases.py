@@ -25,9 +25,10 @@ from measure import rss_high_water
 
 SIZES = {
     # SmolLM2-135M's width, heads and vocabulary (the embedded model) with 6 of its 30 layers, so a
-    # round takes seconds on 2 CPU cores; turns as the CPU preset produces them.
-    "cpu": dict(hidden=576, layers=6, heads=9, kv_heads=3, intermediate=1536, vocab=49152, turns=32,
-                prompt=(240, 340), hindsight=(50, 80), response=(12, 40), budget=4096, padded_batch=4),
+    # round takes seconds on 2 CPU cores; turns as the CPU preset produces them. Both sides hold the
+    # same 8 turns per agent in one micro-batch (ours: one packed stream within `budget` tokens).
+    "cpu": dict(hidden=576, layers=6, heads=9, kv_heads=3, intermediate=1536, vocab=49152, turns=16,
+                prompt=(240, 340), hindsight=(50, 80), response=(12, 40), budget=4096, padded_batch=8),
     "smoke": dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=1031, turns=8,
                   prompt=(20, 40), hindsight=(5, 10), response=(3, 9), budget=256, padded_batch=4),
 }
