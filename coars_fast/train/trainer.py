@@ -134,7 +134,7 @@ class Trainer:
             self.evaluate("initial")
         budget = cfg.train.minutes * 60 if cfg.train.minutes is not None else float("inf")
         bad = 0
-        bar = tqdm(total=cfg.train.steps, initial=self.step, desc="train", unit="step", disable=not self.progress)
+        bar = self._progress_bar()
         while self.step < cfg.train.steps and self.train_seconds < budget:
             started = time.perf_counter()
             metrics = self.train_step()
@@ -142,9 +142,8 @@ class Trainer:
             self.train_seconds += time.perf_counter() - started
             metrics["train_minutes"] = self.train_seconds / 60
             self.logbook.log("train", self.step, metrics)
-            bar.update(1)
-            bar.set_postfix(hit=f"{metrics['train_hit_at_1']:.2f}", r_rec=f"{metrics['reward_rec']:.2f}",
-                            minutes=f"{self.train_seconds / 60:.1f}")
+            bar.update(1 if cfg.train.minutes is None else min(self.train_seconds / 60, cfg.train.minutes) - bar.n)
+            bar.set_postfix(step=self.step, hit=f"{metrics['train_hit_at_1']:.2f}", r_rec=f"{metrics['reward_rec']:.2f}")
             if metrics["skipped"]:
                 bad += 1
                 log.warning("step %d skipped: non-finite loss or gradients (%d in a row)", self.step, bad)
@@ -165,6 +164,16 @@ class Trainer:
         atomic_write(self.run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
         self.logbook.close()
         return summary
+
+    def _progress_bar(self) -> tqdm:
+        """Steps when the run is bounded by steps; training minutes when a wall-clock budget ends it,
+        so the ETA is the budget's, not that of the 1000-step upper bound."""
+        train = self.config.train
+        if train.minutes is None:
+            return tqdm(total=train.steps, initial=self.step, desc="train", unit="step", disable=not self.progress)
+        return tqdm(total=train.minutes, initial=min(train.minutes, self.train_seconds / 60), desc="train",
+                    unit="min", bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}<{remaining}{postfix}]",
+                    disable=not self.progress)
 
     def _checkpoint(self) -> None:
         save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler,
