@@ -1,5 +1,6 @@
 """The collector with scripted agents: rewards per turn, exclusion, group baseline, teacher prompts."""
 
+import statistics
 from dataclasses import dataclass
 
 import pytest
@@ -64,6 +65,16 @@ def test_collect_rewards_samples_and_teacher_prompts(smol_tokenizer, toy):
         assert teacher.endswith("Item:" if sample.agent == "rec" else "Action:") and student.endswith(teacher[-5:])
         assert sample.response_ids[-1] == smol_tokenizer.eos_token_id and len(sample.old_logprobs) == len(sample.response_ids)
     assert rollout.stats["train_hit_at_1"] == 0.0 and rollout.stats["valid_ratio"] == 1.0
+    assert rollout.stats["turns_user"] == 8 and rollout.stats["reward_user"] == pytest.approx(statistics.fmean(
+        x.reward for x in rollout.samples if x.agent == "user"))
+
+
+def test_no_user_turns_means_no_user_reward_mean(smol_tokenizer, toy):
+    ds, episodes, cands = toy
+    agents = ScriptedAgents(smol_tokenizer, rec=lambda chat: " Coldplay", user=lambda chat: " click")
+    rollout = collect(agents, ds, episodes, cands, RolloutSettings(group_size=1, max_turns=2), RewardSettings())
+    assert rollout.stats["valid_ratio"] == 0.0 and rollout.stats["turns_user"] == 0
+    assert "reward_user" not in rollout.stats and "user" not in agents.calls  # not a fake 0.0
 
 
 def test_exclusion_ablation_agents_and_group_baseline(smol_tokenizer, toy):

@@ -138,7 +138,8 @@ def _stats(states, per_turn, raw) -> dict:
         "train_hit_at_1": statistics.fmean(s.hit for s in states),
         "valid_ratio": statistics.fmean(t.recommendation.valid for t in turns),
         "mean_turns": len(turns) / len(states),
-        "reward_rec": statistics.fmean(rewards["rec"]) if rewards["rec"] else 0.0,
-        "reward_user": statistics.fmean(rewards["user"]) if rewards["user"] else 0.0,
+        **{f"turns_{agent}": len(r) for agent, r in rewards.items()},
+        # an agent with no turns this step (the User answers only valid recommendations) has no mean
+        **{f"reward_{agent}": statistics.fmean(r) for agent, r in rewards.items() if r},
         "excluded_turns": sum(r.excluded for turn_rewards in per_turn for r in turn_rewards),
     }
