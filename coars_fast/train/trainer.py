@@ -142,7 +142,7 @@ class Trainer:
             self.train_seconds += time.perf_counter() - started
             metrics["train_minutes"] = self.train_seconds / 60
             self.logbook.log("train", self.step, metrics)
-            bar.update(1 if cfg.train.minutes is None else min(self.train_seconds / 60, cfg.train.minutes) - bar.n)
+            bar.update(self._progress() - bar.n)
             bar.set_postfix(step=self.step, hit=f"{metrics['train_hit_at_1']:.2f}", r_rec=f"{metrics['reward_rec']:.2f}")
             if metrics["skipped"]:
                 bad += 1
@@ -165,14 +165,18 @@ class Trainer:
         self.logbook.close()
         return summary
 
+    def _progress(self) -> float:
+        """Steps done when steps bound the run; training minutes when a wall-clock budget ends it, so
+        the bar's ETA is the budget's, not that of the 1000-step upper bound."""
+        minutes = self.config.train.minutes
+        return self.step if minutes is None else min(minutes, self.train_seconds / 60)
+
     def _progress_bar(self) -> tqdm:
-        """Steps when the run is bounded by steps; training minutes when a wall-clock budget ends it,
-        so the ETA is the budget's, not that of the 1000-step upper bound."""
         train = self.config.train
         if train.minutes is None:
-            return tqdm(total=train.steps, initial=self.step, desc="train", unit="step", disable=not self.progress)
-        return tqdm(total=train.minutes, initial=min(train.minutes, self.train_seconds / 60), desc="train",
-                    unit="min", bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}<{remaining}{postfix}]",
+            return tqdm(total=train.steps, initial=self._progress(), desc="train", unit="step", disable=not self.progress)
+        return tqdm(total=train.minutes, initial=self._progress(), desc="train", unit="min",
+                    bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}<{remaining}{postfix}]",
                     disable=not self.progress)
 
     def _checkpoint(self) -> None:
