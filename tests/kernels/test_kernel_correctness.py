@@ -134,7 +134,12 @@ def test_coars_loss(backend, gen, ppo, frozen_head):
     ref_extra = {k: v.double() if torch.is_tensor(v) else v for k, v in extra.items()}
     ref_loss, ref_stats = reference.coars_loss(ref_hidden, ref["teacher_hidden"], ref_weight, p["targets"],
                                                ref["rewards"], ref["token_weights"], **kwargs, **ref_extra)
-    assert_close(loss, ref_loss, FP32_TOL, "loss")
+    # The loss is a signed sum whose terms can cancel: its error is judged against the size of the
+    # terms (sum of |w * (r + lambda A)|), not against a total that may be near zero.
+    kept = (p["targets"] != IGNORE).to(ref["rewards"].device)
+    terms = (ref["token_weights"] * (ref["rewards"] + 0.3 * ref_stats["credit"]))[kept].abs().sum()
+    loss_error = abs(loss.item() - ref_loss.item()) / max(abs(ref_loss.item()), terms.item())
+    assert loss_error <= FP32_TOL, f"loss: |a-b| / max(|b|, sum of |terms|) = {loss_error:.3e} > {FP32_TOL:.0e}"
     for key in ("logp_student", "logp_teacher", "credit", "entropy"):
         assert not stats[key].requires_grad
         assert_close(stats[key], ref_stats[key], FP32_TOL, key)
