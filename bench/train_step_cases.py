@@ -31,6 +31,11 @@ SIZES = {
                 prompt=(240, 340), hindsight=(50, 80), response=(12, 40), budget=4096, padded_batch=8),
     "smoke": dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=1031, turns=8,
                   prompt=(20, 40), hindsight=(5, 10), response=(3, 9), budget=256, padded_batch=4),
+    # Qwen2.5-0.5B's shape (all 24 layers, 151,936-token tied head) in bf16, with the GPU preset's
+    # token budget; the padded side runs TRL-sized micro-batches of 16 turns.
+    "gpu": dict(hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864, vocab=151936, turns=64,
+                prompt=(400, 700), hindsight=(50, 120), response=(16, 64), budget=32768, padded_batch=16,
+                device="cuda", dtype=torch.bfloat16),
 }
 LOSS = LossConfig()
 
@@ -43,7 +48,8 @@ def make_inputs(size):
     config = LlamaConfig(vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["intermediate"],
                          num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
                          num_key_value_heads=s["kv_heads"], tie_word_embeddings=True, attn_implementation="sdpa")
-    model = add_agent_adapters(LlamaForCausalLM(config).requires_grad_(False))
+    device, dtype = torch.device(s.get("device", "cpu")), s.get("dtype", torch.float32)
+    model = add_agent_adapters(LlamaForCausalLM(config).to(device=device, dtype=dtype).requires_grad_(False))
     for name, p in model.named_parameters():  # LoRA B starts at 0; make the adapters non-trivial
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.02)
@@ -56,7 +62,7 @@ def make_inputs(size):
         response = ids(rng.randint(*s["response"]))
         samples.append(TurnSample("rec" if i % 2 == 0 else "user", prompt, teacher, response,
                                   tuple(-rng.random() for _ in response), rng.uniform(-1, 1), f"u{i // 4}"))
-    return {"model": model, "samples": samples, "size": s}
+    return {"model": model, "samples": samples, "size": s, "device": device}
 
 
 def _grads(model):
@@ -66,8 +72,21 @@ def _grads(model):
 def train_step_ours(x):
     model = x["model"]
     model.zero_grad(set_to_none=True)
-    stats = accumulate_gradients(model, pack(x["samples"], x["size"]["budget"]), LOSS, 1.0, torch.device("cpu"))
+    stats = accumulate_gradients(model, pack(x["samples"], x["size"]["budget"]), LOSS, 1.0, x["device"])
     return sum(v for k, v in stats.items() if k.startswith("loss_")), _grads(model)
+
+
+def train_step_ours_sdpa(x):
+    """Ours with the CPU attention on CUDA: a block-diagonal sdpa mask over each whole stream, i.e.
+    what the step costs without a varlen attention kernel."""
+    from coars_fast.models import packed_attention
+
+    original = packed_attention.varlen_kernel
+    packed_attention.varlen_kernel = lambda device: None
+    try:
+        return train_step_ours(x)
+    finally:
+        packed_attention.varlen_kernel = original
 
 
 def _padded(samples, prompts):
@@ -81,10 +100,12 @@ def _padded(samples, prompts):
 
 
 def _response_logprobs(model, samples, prompts):
+    device = model.device
     ids, mask = _padded(samples, prompts)
-    logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+    logp = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().log_softmax(-1)
     return torch.cat([
-        logp[i, len(p) - 1 : len(p) - 1 + len(s.response_ids)].gather(1, torch.tensor(s.response_ids)[:, None]).squeeze(1)
+        logp[i, len(p) - 1 : len(p) - 1 + len(s.response_ids)]
+        .gather(1, torch.tensor(s.response_ids, device=device)[:, None]).squeeze(1)
         for i, (p, s) in enumerate(zip(prompts, samples))
     ])
 
@@ -101,8 +122,9 @@ def train_step_padded(x):
             with torch.no_grad():
                 teacher = _response_logprobs(model, chunk, [s.teacher_prompt_ids for s in chunk])
             student = _response_logprobs(model, chunk, [s.prompt_ids for s in chunk])
-            rewards = torch.tensor([s.reward for s in chunk for _ in s.response_ids])
-            weights = torch.tensor([1 / (len(s.response_ids) * len(mine)) for s in chunk for _ in s.response_ids])
+            rewards = torch.tensor([s.reward for s in chunk for _ in s.response_ids], device=x["device"])
+            weights = torch.tensor([1 / (len(s.response_ids) * len(mine)) for s in chunk for _ in s.response_ids],
+                                   device=x["device"])
             credit = (teacher - student.detach()).clamp(-LOSS.credit_clip, LOSS.credit_clip)
             loss = -(weights * (rewards + LOSS.distill_coef * credit) * student).sum()
             loss.backward()
@@ -111,6 +133,8 @@ def train_step_padded(x):
 
 
 IMPLEMENTATIONS = {"train-step": {"ours": train_step_ours, "padded": train_step_padded}}
+# On CUDA, also ours without the varlen kernel, to show what it buys.
+CUDA_IMPLEMENTATIONS = {"train-step": dict(IMPLEMENTATIONS["train-step"], **{"ours-sdpa-mask": train_step_ours_sdpa})}
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Packing: packed == padded per token, no label crosses a boundary, teacher and student aligned."""
 
+import inspect
 import random
 
 import pytest
@@ -85,3 +86,49 @@ def test_packed_equals_padded_per_token(smol_tokenizer):
                 ])
                 assert (packed - padded).abs().max().item() <= 1e-5
                 assert (packed <= 0).all()
+
+
+def _causal_per_sequence(query, key, value, cu_seqlens, scale=None, enable_gqa=False):
+    """Stand-in for torch's CUDA varlen kernel: causal sdpa sequence by sequence on [T, H, D]."""
+    out = torch.empty_like(query)
+    bounds = cu_seqlens.tolist()
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        q, k, v = (t[a:b].transpose(0, 1) for t in (query, key, value))
+        attended = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
+                                                                    enable_gqa=enable_gqa)
+        out[a:b] = attended.transpose(0, 1)
+    return out
+
+
+def _varlen_new(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
+                window_size=(-1, -1), enable_gqa=False):
+    assert window_size == (-1, 0) and cu_seq_q is cu_seq_k and max_q == max_k
+    return _causal_per_sequence(query, key, value, cu_seq_q, scale=scale, enable_gqa=enable_gqa)
+
+
+def _varlen_old(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False, return_aux=None):
+    assert is_causal and key.shape[1] == query.shape[1], "the torch 2.9 kernel has no GQA"
+    return _causal_per_sequence(query, key, value, cu_seq_q)
+
+
+@pytest.mark.parametrize("kernel", [_varlen_new, _varlen_old], ids=["torch>=2.11-signature", "torch-2.9-signature"])
+def test_varlen_attention_plumbing_matches_sdpa_packing(smol_tokenizer, monkeypatch, kernel):
+    """The CUDA-only varlen path (torch.nn.attention.varlen), with its kernel replaced by a per-sequence
+    stand-in on CPU: cu_seqlens reach the attention, layouts, GQA and scale are right, the model's
+    sdpa setting is restored, and the hidden states equal the sdpa-mask packing."""
+    from coars_fast.models import packed_attention
+
+    model = tiny_llama(smol_tokenizer, hidden=64, layers=2)
+    decoder, _ = decoder_and_head(model)
+    batch = pack(_samples(7, 2000, seed=random.randrange(10**6)), token_budget=400)[0]
+    with torch.no_grad():
+        want = response_hidden(decoder, batch.student)
+        calls = []
+        recording = lambda *args, **kwargs: calls.append(1) or kernel(*args, **kwargs)
+        recording.__signature__ = inspect.signature(kernel)
+        monkeypatch.setattr(packed_attention, "varlen_kernel", lambda device: recording)
+        got = response_hidden(decoder, batch.student)
+    assert len(calls) == model.config.num_hidden_layers, "the varlen kernel must run in every layer"
+    assert decoder.config._attn_implementation == "sdpa"
+    assert batch.student.max_seqlen == max(torch.diff(batch.student.cu_seqlens).tolist())
+    assert (got - want).abs().max().item() <= 1e-5

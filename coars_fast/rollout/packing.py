@@ -3,7 +3,7 @@
 A micro-batch holds turns of one agent, chosen first-fit-decreasing under a token budget. It has two
 streams over the same turns in the same order: student sequences (prompt + response) and teacher
 sequences (teacher prompt + the same response). Position ids restart at every sequence start, which
-keeps attention inside a sequence (flash-attn varlen on CUDA; sdpa masks on CPU). `rows` are the
+keeps attention inside a sequence (coars_fast/models/packed_attention.py says how, per device). `rows` are the
 stream positions whose hidden state predicts a response token: row j of both streams is the same
 (turn, token), and no label crosses a sequence boundary (the response's last token is never input).
 """
@@ -24,6 +24,7 @@ class PackedStream:
     position_ids: torch.Tensor  # [T], restarting at 0 per sequence
     cu_seqlens: torch.Tensor  # [S + 1] int32, sequence starts (flash-attn varlen convention)
     rows: torch.Tensor  # [R] positions whose hidden state predicts targets[r]
+    max_seqlen: int  # the longest sequence (varlen attention kernels take it)
 
     @property
     def tokens(self) -> int:
@@ -42,7 +43,9 @@ class PackedBatch:
     turns: int
 
     def to(self, device) -> "PackedBatch":
-        move = lambda s: PackedStream(*(t.to(device) for t in (s.input_ids, s.position_ids, s.cu_seqlens, s.rows)))
+        move = lambda s: PackedStream(
+            *(t.to(device) for t in (s.input_ids, s.position_ids, s.cu_seqlens, s.rows)), s.max_seqlen
+        )
         return PackedBatch(
             self.agent, move(self.student), move(self.teacher), self.targets.to(device), self.rewards.to(device),
             self.token_weights.to(device), self.old_logprobs.to(device), self.turns,
@@ -63,6 +66,7 @@ def _stream(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]]
         torch.tensor(positions, dtype=torch.long),
         torch.tensor(starts, dtype=torch.int32),
         torch.tensor(rows, dtype=torch.long),
+        max(b - a for a, b in zip(starts, starts[1:])),
     )
 
 

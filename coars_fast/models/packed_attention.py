@@ -1,0 +1,86 @@
+"""Attention over a packed stream (sequences back to back, position ids restarting at each): every
+sequence attends only to itself.
+
+- flash-attn installed (CUDA): the model is loaded with "flash_attention_2", which reads the sequence
+  boundaries from the restarting position ids and runs varlen kernels.
+- CUDA without flash-attn: the model is loaded with "sdpa" (generation needs its padding masks), and
+  the training forwards switch to torch's own varlen flash attention (`torch.nn.attention.varlen`,
+  torch >= 2.9), given the stream's cu_seqlens. Its cost follows the real sequence lengths.
+- Otherwise (CPU) sdpa: transformers turns the restarting position ids into a block-diagonal mask over
+  the whole stream. Correct, but dense: attention costs O(stream length^2), so keep streams short.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import inspect
+
+import torch
+
+VARLEN = "coars_varlen"  # our name in transformers' AttentionInterface
+
+
+def varlen_kernel(device: torch.device):
+    """torch's varlen flash-attention function when it can run on `device`, else None."""
+    if device.type != "cuda":
+        return None
+    try:
+        return importlib.import_module("torch.nn.attention.varlen").varlen_attn
+    except (ImportError, AttributeError):
+        return None
+
+
+def _call_varlen(kernel, query, key, value, cu_seqlens, max_len, scale):
+    """Causal varlen attention on [T, H, D] tensors, across the two signatures torch has shipped
+    (2.9-2.10: is_causal, no scale, no GQA; later: window_size, scale, enable_gqa)."""
+    params = inspect.signature(kernel).parameters
+    kwargs = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    if "enable_gqa" in params:
+        kwargs["enable_gqa"] = key.shape[1] != query.shape[1]
+    elif key.shape[1] != query.shape[1]:
+        repeat = query.shape[1] // key.shape[1]
+        key, value = key.repeat_interleave(repeat, dim=1), value.repeat_interleave(repeat, dim=1)
+    default_scale = query.shape[-1] ** -0.5
+    if "scale" in params:
+        kwargs["scale"] = scale
+    elif scale is not None and abs(scale - default_scale) > 1e-12 * default_scale:
+        query = query * (scale / default_scale)
+    return kernel(query, key, value, cu_seqlens, cu_seqlens, max_len, max_len, **kwargs)
+
+
+def varlen_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                             cu_seq_lens_q=None, max_length_q=None, **kwargs):
+    """transformers attention function: query [1, Hq, T, D], key/value [1, Hkv, T, D] of one packed
+    stream -> ([1, T, Hq, D], None)."""
+    if cu_seq_lens_q is None or query.shape[0] != 1:
+        raise ValueError(f"{VARLEN} attention needs one packed stream and its cu_seq_lens_q")
+    as_tokens = lambda t: t[0].transpose(0, 1).contiguous()  # [T, H, D]
+    out = _call_varlen(varlen_kernel(query.device), as_tokens(query), as_tokens(key), as_tokens(value),
+                       cu_seq_lens_q, max_length_q, scaling)
+    return out[None], None
+
+
+def _register():
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(VARLEN, varlen_attention_forward)
+
+
+@contextlib.contextmanager
+def packed_attention(decoder, cu_seqlens: torch.Tensor, max_len: int):
+    """Runs the block with the attention suited to a packed stream; yields the extra forward kwargs.
+
+    Switches an sdpa model to varlen flash attention when the device has it (no mask is built for a
+    name transformers' mask interface does not know), and back afterwards."""
+    config = decoder.config
+    device = next(decoder.parameters()).device
+    if config._attn_implementation != "sdpa" or varlen_kernel(device) is None:
+        yield {}
+        return
+    _register()
+    config._attn_implementation = VARLEN
+    try:
+        yield dict(cu_seq_lens_q=cu_seqlens, cu_seq_lens_k=cu_seqlens, max_length_q=max_len, max_length_k=max_len)
+    finally:
+        config._attn_implementation = "sdpa"

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The GPU checks of one device session, in priority order, each under its own time limit, logs to
+# $OUT: the Triton kernels against the reference on CUDA, the kernel benchmarks against naive /
+# Liger / CCE, the training-step benchmark, and a short `coars-fast train` on a random-init model.
+#
+# Expects (carried beside the tree, as bench/RESULTS.md says): .whl/ (transformers, peft,
+# liger-kernel, cut-cross-entropy wheels) and .gpu/ (data/lastfm, tokenizer/, cache/sasrec/).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu-check}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+# The package as source (no C++ CPU extension: it is built for this machine's CPU path only).
+rm -rf /tmp/cf && mkdir -p /tmp/cf && cp -r coars_fast /tmp/cf/ && cp -r kernels /tmp/cf/coars_fast/kernels
+find /tmp/cf -name '*.so' -delete
+export PYTHONPATH=/tmp/cf:/tmp/site
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+  python3 -c "import sys, torch, triton, transformers, peft, liger_kernel, cut_cross_entropy as c
+print(sys.version.split()[0], 'torch', torch.__version__, 'triton', triton.__version__, 'transformers',
+      transformers.__version__, 'peft', peft.__version__, 'sms', torch.cuda.get_device_properties(0).multi_processor_count)
+import importlib.util; print('flash_attn installed:', importlib.util.find_spec('flash_attn') is not None)
+from coars_fast.models.packed_attention import varlen_kernel; print('torch varlen attention:', varlen_kernel(torch.device('cuda')))"
+} > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+step() {  # step NAME SECONDS COMMAND...
+  local name=$1 limit=$2; shift 2
+  echo "== $name (limit ${limit}s)"
+  local start=$SECONDS
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  tail -n 25 "$OUT/$name.log"
+  echo "== $name rc=$rc in $((SECONDS - start))s"
+}
+
+pytest="python3 -m pytest -p no:cacheprovider -s"
+step kernel-tests "${KERNEL_TESTS_S:-100}" $pytest -q tests/kernels/test_kernel_correctness.py \
+  tests/kernels/test_kernel_gradcheck.py -k triton
+step bench-kernels "${BENCH_KERNELS_S:-180}" $pytest bench/test_bench_kernels.py -k cuda
+step bench-train-step "${BENCH_TRAIN_S:-130}" $pytest bench/test_bench_train_step.py -k cuda
+step make-model 40 python3 scripts/random_model.py .gpu/tokenizer /tmp/random-qwen2.5-0.5b
+export COARS_FAST_CACHE=$PWD/.gpu/cache
+step train "${TRAIN_S:-90}" python3 -m coars_fast.cli train --dataset lastfm \
+  --data-dir .gpu/data --model /tmp/random-qwen2.5-0.5b --config gpu-qwen2.5-0.5b --steps 2 \
+  --set train.users_per_step=8 --eval-users 16 --set eval.f1_users=4 --set eval.initial=false --out /tmp/gpu-run
+cp /tmp/gpu-run/metrics.jsonl /tmp/gpu-run/summary.json "$OUT/" 2>/dev/null
+exit 0
