@@ -6,8 +6,9 @@ extension (CPU) nor Triton (CUDA) is available, and a baseline in bench/.
 """
 import torch
 
-# Budget for one [rows, V] chunk of logits or logit gradients (also used by the streaming backward).
-WORKSPACE_BYTES = 64 << 20
+# Budget for one [rows, V] chunk of logits or logit gradients (also used by the streaming backward), per
+# device type: a GPU needs chunks tall enough for the chunk's GEMMs to fill it (bench/tune_triton_blocks.py).
+WORKSPACE_BYTES = {"cpu": 64 << 20, "cuda": 256 << 20}
 ACCUMULATES_EXPECTED_WEIGHT = True
 
 
@@ -22,10 +23,11 @@ def gemm_dtype(dtype, device):
     return dtype if device.type == "cuda" else stat_dtype(dtype)
 
 
-def chunk_rows(vocab, dtype):
-    """Rows per [rows, vocab] chunk that fit the workspace budget."""
+def chunk_rows(vocab, dtype, device):
+    """Rows per [rows, vocab] chunk that fit the workspace budget of `device`'s type."""
     itemsize = torch.empty((), dtype=dtype).element_size()
-    return max(1, WORKSPACE_BYTES // (vocab * itemsize))
+    budget = WORKSPACE_BYTES.get(torch.device(device).type, WORKSPACE_BYTES["cpu"])
+    return max(1, budget // (vocab * itemsize))
 
 
 def _chunk_logits(hidden, weight, inv_temperature, out_dtype):
@@ -43,7 +45,7 @@ def vocab_partials(hidden, teacher_hidden, weight, targets, inv_temperature, wit
     expected = torch.empty(1, n, hidden.shape[1], dtype=sdtype, device=hidden.device) if with_expected_weight else None
     in_vocab = (targets >= 0) & (targets < vocab)
     safe_targets = torch.where(in_vocab, targets, 0)
-    step = chunk_rows(vocab, sdtype)
+    step = chunk_rows(vocab, sdtype, hidden.device)
     for set_index, rows in enumerate(row_sets):
         for start in range(0, n, step):
             chunk = slice(start, start + step)

@@ -26,12 +26,24 @@ def unavailable_reason(device):
     return f"it runs on CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), not {device.type}"
 
 
-def _launch_config(device):
-    """Block sizes, and how many programs to aim for when splitting the vocabulary."""
+# Tile sizes and launch settings per kernel on CUDA, picked by bench/tune_triton_blocks.py on an H200
+# (figures in bench/RESULTS.md). "partials_teacher" holds two accumulators, hence its own entry.
+CUDA_CONFIGS = {
+    "partials": dict(BLOCK_M=128, BLOCK_V=256, BLOCK_D=64, num_warps=8, num_stages=3),
+    "partials_teacher": dict(BLOCK_M=64, BLOCK_V=256, BLOCK_D=64, num_warps=8, num_stages=3),
+    "logit_grad": dict(BLOCK_M=256, BLOCK_V=128, BLOCK_D=64, num_warps=8, num_stages=3),
+}
+_LAUNCH_KEYS = ("num_warps", "num_stages")
+
+
+def _launch_config(kernel, device):
+    """(block sizes, launch settings, how many programs to aim for when splitting the vocabulary)."""
     if _interpreting():  # programs run one by one: few, large blocks; still split to test merging
         return dict(BLOCK_M=32, BLOCK_V=64, BLOCK_D=32), dict(), 4
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return dict(BLOCK_M=64, BLOCK_V=128, BLOCK_D=64), dict(num_warps=8, num_stages=3), 4 * sms
+    config = CUDA_CONFIGS[kernel]
+    blocks = {k: v for k, v in config.items() if k not in _LAUNCH_KEYS}
+    launch = {k: v for k, v in config.items() if k in _LAUNCH_KEYS}
+    return blocks, launch, 4 * torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def _dot_precision(dtype):
@@ -48,7 +60,8 @@ def vocab_partials(hidden, teacher_hidden, weight, targets, inv_temperature, wit
     total_rows = n if teacher_hidden is None else 2 * n
     if n == 0:
         return torch.empty(1, 4, 0, dtype=torch.float32, device=hidden.device), None
-    blocks, launch, target_programs = _launch_config(hidden.device)
+    kernel = "partials" if teacher_hidden is None else "partials_teacher"
+    blocks, launch, target_programs = _launch_config(kernel, hidden.device)
     row_blocks = _cdiv(n, blocks["BLOCK_M"])
     vocab_tiles = _cdiv(vocab, blocks["BLOCK_V"])
     wanted_splits = min(vocab_tiles, _cdiv(target_programs, row_blocks))  # enough programs for few rows
@@ -73,7 +86,7 @@ def logit_grad(hidden, weight, targets, lse, logp_coef, entropy_coef, mean_logit
     out = torch.empty(n, vocab, dtype=weight.dtype, device=hidden.device)
     if n == 0:
         return out
-    blocks, launch, _ = _launch_config(hidden.device)
+    blocks, launch, _ = _launch_config("logit_grad", hidden.device)
     vocab_tiles = _cdiv(vocab, blocks["BLOCK_V"])
     with_entropy = entropy_coef is not None
     logit_grad_kernel[(_cdiv(n, blocks["BLOCK_M"]) * vocab_tiles,)](

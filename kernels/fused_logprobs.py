@@ -90,7 +90,7 @@ def streaming_backward(module, hidden, weight, targets, lse, logp_coef, entropy_
     n = hidden.shape[0]
     grad_hidden = hidden.new_empty(hidden.shape, dtype=w.dtype) if need_hidden else None
     grad_weight = torch.zeros_like(w) if need_weight else None
-    step = chunk_rows(w.shape[0], w.dtype)
+    step = chunk_rows(w.shape[0], w.dtype, w.device)
     for start in range(0, n, step):
         rows = slice(start, start + step)
         h = hidden[rows].to(w.dtype)

@@ -12,10 +12,9 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-# The package as source (no C++ CPU extension: it is built for this machine's CPU path only).
-rm -rf /tmp/cf && mkdir -p /tmp/cf && cp -r coars_fast /tmp/cf/ && cp -r kernels /tmp/cf/coars_fast/kernels
-find /tmp/cf -name '*.so' -delete
-export PYTHONPATH=/tmp/cf:/tmp/site
+# The package from source, as setup.py maps it (kernels/ is coars_fast.kernels); no C++ CPU extension.
+[ -e coars_fast/kernels ] || ln -s ../kernels coars_fast/kernels
+export PYTHONPATH=$PWD:/tmp/site
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
   python3 -c "import sys, torch, triton, transformers, peft, liger_kernel, cut_cross_entropy as c

@@ -11,8 +11,9 @@ from kernel_helpers import IGNORE, as_float64, assert_close, device_for, errors,
 from kernel_helpers import backend, gen  # noqa: F401 (pytest fixtures)
 
 FP32_TOL = 1e-5
-# (N, D, V, temperature): V is never a multiple of a tile (C++ 256, Triton 64/128) and spans several
-# tiles and vocabulary ranges; N spans several row blocks (C++ 128, Triton 32/64) with a partial one.
+# (N, D, V, temperature): V is never a multiple of a tile (C++ 256, Triton 64 interpreted, 128/256 on
+# CUDA) and spans several tiles and vocabulary ranges; N spans several row blocks (C++ 128, Triton 32
+# interpreted; on CUDA's 64-256-row blocks the bench shapes cover many) with a partial one.
 SHAPES = [(37, 24, 301, 0.7), (130, 48, 1031, 1.3)]
 
 
