@@ -3,8 +3,11 @@
 # $OUT: the Triton kernels against the reference on CUDA, the kernel benchmarks against naive /
 # Liger / CCE, the training-step benchmark, and a short `coars-fast train` on a random-init model.
 #
-# Expects (carried beside the tree, as bench/RESULTS.md says): .whl/ (transformers, peft,
-# liger-kernel, cut-cross-entropy wheels) and .gpu/ (data/lastfm, tokenizer/, cache/sasrec/).
+# Expects, carried beside the tree (both git-ignored):
+#   .whl/  pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64
+#          -d .whl transformers==5.24.0 peft==0.21.2 liger-kernel==0.8.5 cut-cross-entropy==25.1.1
+#   .gpu/  data/lastfm (the dataset folder), tokenizer/ (the embedded model's tokenizer files from
+#          the coars_fast cache), cache/sasrec/ (the trained LastFM SASRec, so peers need no training)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
@@ -12,9 +15,13 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-# The package from source, as setup.py maps it (kernels/ is coars_fast.kernels); no C++ CPU extension.
-[ -e coars_fast/kernels ] || ln -s ../kernels coars_fast/kernels
-export PYTHONPATH=$PWD:/tmp/site
+export PYTHONPATH=/tmp/site
+if ! python3 -c "import coars_fast.kernels" 2>/dev/null; then
+  # Not installed (a bare device machine): the package from source, mapped as setup.py does (kernels/
+  # is coars_fast.kernels), without the C++ CPU extension.
+  [ -e coars_fast/kernels ] || ln -s ../kernels coars_fast/kernels
+  export PYTHONPATH=$PWD:/tmp/site
+fi
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
   python3 -c "import sys, torch, triton, transformers, peft, liger_kernel, cut_cross_entropy as c
