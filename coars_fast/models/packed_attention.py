@@ -13,6 +13,7 @@ sequence attends only to itself.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 
@@ -31,10 +32,15 @@ def varlen_kernel(device: torch.device):
         return None
 
 
+@functools.cache
+def _parameters(kernel) -> frozenset:
+    return frozenset(inspect.signature(kernel).parameters)
+
+
 def _call_varlen(kernel, query, key, value, cu_seqlens, max_len, scale):
     """Causal varlen attention on [T, H, D] tensors, across the two signatures torch has shipped
     (2.9-2.10: is_causal, no scale, no GQA; later: window_size, scale, enable_gqa)."""
-    params = inspect.signature(kernel).parameters
+    params = _parameters(kernel)  # looked up once per kernel, not in every layer of every forward
     kwargs = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
     if "enable_gqa" in params:
         kwargs["enable_gqa"] = key.shape[1] != query.shape[1]
@@ -61,6 +67,7 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
     return out[None], None
 
 
+@functools.cache
 def _register():
     from transformers import AttentionInterface
 
