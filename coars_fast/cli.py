@@ -21,7 +21,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_candidate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split", default="val", help="which split to score (default: val)")
+    p.add_argument("--split", default="val", help="which split to score (default: val; LastFM: val_all for every history prefix)")
     p.add_argument("--candidates", default="random", choices=("random", "sasrec"), help="candidate-list mode")
     p.add_argument("--num-candidates", type=int, default=20)
     p.add_argument("--seed", type=int, default=0, help="seed of the candidate lists")
@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = commands.add_parser("eval", help="the agents' Hit@1, ValidRatio and user-agent F1, beside the baselines")
     _add_data_args(ev)
-    ev.add_argument("--split", default="val")
+    ev.add_argument("--split", default="val", help="split to evaluate (default: val; LastFM: val is one row per user, "
+                    "the published protocol, val_all every history prefix)")
     ev.add_argument("--num-users", type=int, default=200, help="episodes to play (a seeded sample of the split)")
     ev.add_argument("--f1-users", type=int, help="users for the user-agent F1 protocol (default: --num-users; 0 skips)")
     ev.add_argument("--turns", type=int, default=5, help="maximum turns per episode")
@@ -56,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--num-candidates", type=int, default=20)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--no-peers", action="store_true", help="do not show the User agent peer evidence p_t")
+    ev.add_argument("--free", action="store_true",
+                    help="free generation (the paper's setting): answers are not grounded in the candidates and "
+                    "actions, so ValidRatio matters")
     _add_model_args(ev)
     ev.add_argument("--out", type=Path, help="folder for summary.json and transcripts.jsonl (default: runs/eval-...)")
     ev.set_defaults(run=cmd_eval)
@@ -137,7 +141,8 @@ def cmd_eval(args) -> None:
     model, tokenizer = load_model(args.model, args.device)
     if args.adapters:
         model = load_agent_adapters(model, args.adapters)
-    agents = Agents(model, tokenizer, GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size))
+    agents = Agents(model, tokenizer, GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                                                              grounded=not args.free))
     peers = None if args.no_peers else PeerIndex(ranker, dataset)
     result = evaluate(agents, dataset, settings, sasrec=ranker, peers=peers)
     result["model"] = args.model or "smollm2-135m (embedded)"

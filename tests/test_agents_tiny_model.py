@@ -43,7 +43,9 @@ def test_batched_episodes_keep_exact_token_ids(tiny_agents, toy_dataset):
             out = turn.rec_output
             assert list(out.prompt_ids) == encode_chat(tok, turn.rec_prompt)
             assert tok.decode(list(out.ids), skip_special_tokens=True) == out.text
-            assert 1 <= len(out.ids) <= 12 and len(out.logprobs) == len(out.ids)
+            # grounded (the default): the answer names a candidate; the cap grows to fit the longest head
+            assert turn.recommendation.matched_by == "exact" and out.text.startswith(f" {s.titles[turn.recommendation.position]}\nReason:")
+            assert 1 <= len(out.ids) <= 12 + 8 and len(out.logprobs) == len(out.ids)
             assert all(lp <= 0 for lp in out.logprobs)
             if turn.user_output is not None:
                 assert list(turn.user_output.prompt_ids) == encode_chat(tok, turn.user_prompt)

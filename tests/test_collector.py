@@ -26,7 +26,7 @@ class ScriptedAgents:
         self.tokenizer, self.script = tokenizer, {"rec": rec, "user": user}
         self.diagnosis, self.calls = diagnosis, []
 
-    def respond(self, agent, chats, cache=None, keys=None):
+    def respond(self, agent, chats, cache=None, keys=None, choices=None):
         outs = []
         for chat in chats:
             is_diagnosis = chat[-1]["role"] == "user" and chat[-1]["content"].endswith("Diagnosis:")

@@ -99,3 +99,50 @@ def test_user_parser_never_raises_and_stays_in_band(text):
 def test_non_string_output_is_data_too():
     assert not parse_recommendation(None, TITLES).valid
     assert parse_user_reply(None).action == "skip"
+
+
+# The cases measured on the embedded model's real answers (issue "Rollouts that carry a learning signal").
+MORE_TITLES = ["Emily Osment", "Queen", "Queen + Adam Lambert", "Toy Story (1995)", "Usual Suspects, The (1995)", "It (1990)"]
+
+
+@pytest.mark.parametrize(
+    "text, position",
+    [
+        ("Item: The user should get next:\n- Emily Osment\nReason: pop", 0),  # the title under the label
+        ("Item: Emily Osment\nRecommendation: I would go with that.", 0),  # a later label naming nothing
+        ("Item: Emily Osment\nReason: fun\nAnswer: see above", 0),
+        ("Item: Queen", 1),
+        ("Item: I pick Queen + Adam Lambert for them", 2),  # the longer title wins over the one inside it
+        ("They should hear Queen + Adam Lambert live.", 2),
+        ("Item: Toy Story", 3),  # a MovieLens title without its year
+        ("Item: The Usual Suspects", 4),  # ... and with its article in front
+        ("Item: toy story (1995)", 3),
+        ("Item: It", None),  # too short a title to match without its year
+        ("Item: Queen or Emily Osment", None),
+    ],
+)
+def test_recommendation_fixes(text, position):
+    assert parse_recommendation(text, MORE_TITLES).position == position
+
+
+def test_a_later_label_does_not_cancel_a_stated_action():
+    reply = parse_user_reply("Action: click\nScore: 0.9\nResponse: I think it is great")
+    assert (reply.action, reply.action_stated) == ("click", True)
+    reply = parse_user_reply("Action: click, star, skip or dislike\nResponse: dislike")
+    assert (reply.action, reply.action_stated) == ("dislike", True)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["\n" * 40_000, "Item:" + " \n" * 40_000 + "Queen", "Action:\n" * 20_000, "Score " * 20_000, "x" * 200_000,
+     "Item: " + "Queen + " * 10_000, "Queen + Adam Lambert " * 10_000],
+)
+def test_parsers_are_linear_on_pathological_answers(text):
+    import time
+
+    started = time.perf_counter()
+    parse_recommendation(text, MORE_TITLES)
+    parse_user_reply(text)
+    elapsed = time.perf_counter() - started
+    print(f"{len(text)} chars parsed in {elapsed:.3f} s")
+    assert elapsed < 2.0  # the quadratic parser took 60 s on 40k newlines

@@ -67,7 +67,8 @@ def test_one_step_updates_both_adapters_and_ablation_freezes_user(tiny_model_dir
         before = _adapter_weights(trainer)
         trainer.model.train()
         stats = accumulate_gradients(trainer.model, pack(samples, 4096), trainer.config.loss, 1.0, trainer.device)
-        assert clip_and_step(trainer.params, trainer.optimizer, trainer.scheduler, 1.0) > 0
+        norms = clip_and_step(trainer.param_groups, trainer.optimizer, trainer.scheduler, 1.0)
+        assert set(norms) == set(agents) and norms["rec"] > 0
         after = _adapter_weights(trainer)
         moved = {a: max((after[n] - before[n]).abs().max().item() for n in before if f".{a}." in n) for a in ("rec", "user")}
         assert moved["rec"] > 0 and (moved["user"] > 0) == ("user" in agents)
@@ -124,7 +125,7 @@ def test_cli_train_end_to_end(tiny_model_dir, cyclic_dir, tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and {"initial", "final"} <= set(summary["evals"])
     train_records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
-    for key in ("reward_rec", "train_hit_at_1", "grad_norm", "tokens_per_s", "packed_fill", "padded_waste",
+    for key in ("reward_rec", "train_hit_at_1", "grad_norm_rec", "grad_norm_user", "tokens_per_s", "packed_fill", "padded_waste",
                 "time_rollout", "time_teacher", "time_student"):
         assert key in train_records[-1]
     assert (out / "tensorboard").is_dir()
@@ -142,3 +143,18 @@ def test_config_mistakes_name_the_key(tmp_path, capsys):
     assert main(["train", "--config", str(tmp_path / "bad.yaml")]) == 2
     assert "unknown config key 'rollout.groupsize'; did you mean 'rollout.group_size'?" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path)]) == 2
+
+
+def test_each_adapter_is_clipped_on_its_own():
+    """Gradients of norm 3 (rec) and 0.5 (user), clip 1: rec is scaled to norm 1 and user left as it is
+    (a joint clip would scale both by 1/3.04)."""
+    from coars_fast.train.step import clip_and_step
+
+    rec, user = torch.nn.Parameter(torch.zeros(4)), torch.nn.Parameter(torch.zeros(3))
+    rec.grad, user.grad = torch.tensor([3.0, 0, 0, 0]), torch.tensor([0, 0.3, 0.4])
+    optimizer = torch.optim.SGD([rec, user], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    norms = clip_and_step({"rec": [rec], "user": [user]}, optimizer, scheduler, 1.0)
+    assert norms == pytest.approx({"rec": 3.0, "user": 0.5})
+    assert rec.detach().tolist() == pytest.approx([-1.0, 0, 0, 0])  # SGD with lr 1: the step is -grad
+    assert user.detach().tolist() == pytest.approx([0, -0.3, -0.4])

@@ -10,7 +10,7 @@ import numpy as np
 
 from coars_fast.data.dataset import Dataset, Episode
 from coars_fast.errors import DataError
-from coars_fast.stats import wilson_interval
+from coars_fast.stats import hit_interval
 
 METHODS = ("random", "popularity", "sasrec")
 
@@ -20,7 +20,7 @@ class HitResult:
     method: str
     hit_at_1: float
     episodes: int
-    interval: tuple[float, float]  # 95%; a point for `random`, whose value is exact
+    interval: tuple[float, float]  # 95% (clustered by user when users repeat); a point for `random`, whose value is exact
 
 
 def popularity(dataset: Dataset) -> np.ndarray:
@@ -70,4 +70,5 @@ def hit_at_1(method: str, dataset: Dataset, episodes, candidates, sasrec=None) -
         return HitResult(method, expected, n, (expected, expected))
     chosen = picks(method, dataset, episodes, candidates, sasrec=sasrec)
     hits = sum(int(pick == ep.target) for pick, ep in zip(chosen, episodes))
-    return HitResult(method, hits / n, n, wilson_interval(hits, n))
+    flags = [pick == ep.target for pick, ep in zip(chosen, episodes)]
+    return HitResult(method, hits / n, n, hit_interval(flags, [ep.user_id for ep in episodes]))

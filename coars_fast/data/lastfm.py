@@ -5,6 +5,13 @@ have it) and `lastfm/llara/id2name.txt`. The rows carry no user id, so each row 
 For the user-agent F1 protocol, per-user sequences come from the original HetRec files
 (`lastfm/hetrec2011-lastfm-2k/user_taggedartists.dat` ordered by date, `artists.dat` for names),
 mapped to LLaRA ids by artist name; without that folder the F1 protocol is unavailable.
+
+Evaluation splits follow the published protocol (LLaRA, AFL, S-DPO: one row per user, the last). A
+LLaRA evaluation file holds every prefix of each user's sequence, one row per prefix, users one after
+another; consecutive rows chain (a row's history is the previous row's history plus its next item).
+`val` (and `test`) keep the last row of each such chain: for the shipped validation file these are
+exactly AFL's 122 rows (`val_afl122.jsonl`). `val_all` (`test_all`) keep every row, with the chain as
+the user id, so that confidence intervals can be clustered by user.
 """
 
 from __future__ import annotations
@@ -27,7 +34,12 @@ def load(data_dir: Path, history_len: int = HISTORY_LEN, min_history: int = MIN_
         path = find_file(folder, f"{split}.jsonl", f"the LLaRA {split} rows", required=split != "test")
         if path is None:
             continue
-        splits[split], rows[path.name] = _read_rows(path, split, pad, history_len, min_history)
+        episodes, rows[path.name] = _read_rows(path, split, pad, history_len, min_history)
+        if split == "train":
+            splits[split] = episodes
+        else:
+            splits[f"{split}_all"] = episodes
+            splits[split] = _last_per_user(episodes)
     hetrec = data_dir / "lastfm" / "hetrec2011-lastfm-2k"
     sequences = _hetrec_sequences(hetrec, items) if hetrec.is_dir() else {}
     return Dataset(
@@ -83,8 +95,15 @@ def _read_names(path: Path) -> list[Item]:
     return items
 
 
+def _last_per_user(episodes: list[Episode]) -> list[Episode]:
+    """The last row of each user (rows of one user are adjacent)."""
+    return [ep for ep, after in zip(episodes, episodes[1:] + [None]) if after is None or after.user_id != ep.user_id]
+
+
 def _read_rows(path: Path, split: str, pad: int, history_len: int, min_history: int):
-    episodes, count = [], 0
+    """Episodes of the rows with enough history, and the number of rows. Outside `train`, each
+    episode's user id is its chain of consecutive rows (see the module docstring)."""
+    episodes, count, users, previous = [], 0, 0, None
     for line_no, row in json_lines(path):
         count += 1
         seq, target = row.get("seq"), row.get("next")
@@ -93,13 +112,17 @@ def _read_rows(path: Path, split: str, pad: int, history_len: int, min_history: 
         if not all(isinstance(i, int) and 0 <= i <= pad for i in seq) or not 0 <= target < pad:
             raise malformed(path, line_no, f"item ids must lie in [0, {pad}) (padding id {pad})")
         # `len_seq` is unreliable (a user's first row says 1 over an all-padding seq): count items.
-        history = tuple(i for i in seq if i != pad)[-history_len:]
+        full = tuple(i for i in seq if i != pad)
+        if previous is None or not full or full != previous[-len(full):]:
+            users += 1  # this row does not continue the previous one: a new user
+        previous = full + (target,)
+        history = full[-history_len:]
         if len(history) < min_history:
             continue
         episodes.append(
             Episode(
                 episode_id=f"{split}/{line_no}",
-                user_id=None,
+                user_id=None if split == "train" else f"{split}-user-{users}",
                 history=history,
                 target=target,
                 seen=frozenset(history) | {target},

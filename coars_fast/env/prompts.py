@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from coars_fast.env.parsing import ACTIONS, SCORE_BAND
+
 
 @dataclass(frozen=True)
 class Domain:
@@ -20,22 +22,30 @@ DOMAINS = {
 GENERIC = Domain("item", "interacted with")
 
 # The answer formats live in the system prompts: the part of a prompt that never changes between
-# turns comes first, so a prompt cache can reuse it (only memory and question change).
+# turns comes first, so a prompt cache can reuse it (only memory and question change). They show an
+# example answer, never a placeholder such as "<title>": small models copy placeholders verbatim.
+# The example's item is made up (in no catalogue we ship), so echoing it names no candidate.
+REC_EXAMPLE = {
+    "music artist": "The Velvet Lanterns",
+    "movie": "Harbor of Lanterns (1987)",
+    "musical instrument product": "Lantern Studio Condenser Microphone",
+}
 REC_SYSTEM = (
     "You are a recommender agent. From a list of candidates, pick the one {noun} this user is most "
-    "likely to want next. Learn from the user's earlier reactions in this conversation. Answer in two lines:\n"
-    "Item: <one title copied exactly from the candidates>\n"
-    "Reason: <one short sentence>"
+    "likely to want next. Learn from the user's earlier reactions in this conversation. Answer in two "
+    "lines: after \"Item:\" the title of one candidate, copied exactly as listed; after \"Reason:\" one "
+    "short sentence. An example answer (for another user and another list):\n"
+    "Item: {example}\n"
+    "Reason: It matches the style of the user's recent favourites."
 )
 USER_SYSTEM = (
     "You are simulating a user of a recommender system. Judge each recommendation the way this user, "
-    "with this history, would. Answer in three lines:\n"
-    "Action: <click, star, skip or dislike> (click: want it now; star: interesting; skip: not now; dislike: not for me)\n"
-    "Score: <a number from 0 to 1: how well it fits you>\n"
-    "Reason: <one short sentence>"
-)
-PREFERENCE_SYSTEM = (
-    "You are simulating a user of a recommender system. Judge items the way this user, with this history, would."
+    "with this history, would. Choose one action: click if you want it now, star if it is interesting, "
+    "skip if not now, dislike if it is not for you. Then give a score from 0 to 1 for how well it fits "
+    "you, and one short sentence of reason. An example answer:\n"
+    "Action: skip\n"
+    "Score: 0.4\n"
+    "Reason: I like this style, but not right now."
 )
 REC_QUESTION = "Which candidate should the user get next?"
 USER_QUESTION = "How do you react?"
@@ -69,7 +79,27 @@ def recommender_messages(
         render_memory(memory),
         REC_QUESTION,
     ]
-    return _chat(REC_SYSTEM.format(noun=domain.noun), parts, REC_ANSWER_PREFIX)
+    system = REC_SYSTEM.format(noun=domain.noun, example=REC_EXAMPLE.get(domain.noun, "The Lantern Collection"))
+    return _chat(system, parts, REC_ANSWER_PREFIX)
+
+
+# Grounded decoding (coars_fast/models/grounding.py) draws an answer's head from these strings: they
+# continue the answer prefix ("Item:" / "Action:") up to the free reason.
+def recommendation_heads(candidates: Sequence[str]) -> list[str]:
+    """Every Recommender answer head: one per candidate title."""
+    return [f" {title}\nReason:" for title in candidates]
+
+
+def user_heads() -> list[str]:
+    """Every User answer head: an action and a one-decimal score inside that action's band."""
+    heads = []
+    for action in ACTIONS:
+        low, high = SCORE_BAND[action]
+        for tenth in range(11):
+            score = tenth / 10
+            if low <= score < high or (action == "click" and score == high):
+                heads.append(f" {action}\nScore: {score:.1f}\nReason:")
+    return heads
 
 
 def peer_sentence(domain: Domain, count: int, peers: int) -> str:

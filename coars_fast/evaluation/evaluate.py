@@ -20,7 +20,7 @@ from coars_fast.env import ACTIONS, EpisodeState
 from coars_fast.errors import ConfigError
 from coars_fast.evaluation.user_f1 import ask_preferences, preference_cases
 from coars_fast.rollout import make_states, run_episodes
-from coars_fast.stats import wilson_interval
+from coars_fast.stats import hit_interval
 
 
 @dataclass(frozen=True)
@@ -46,14 +46,17 @@ def sample_episodes(episodes: Sequence[Episode], n: int, seed: int) -> list[Epis
     return [episodes[i] for i in sorted(chosen)]
 
 
-def episode_metrics(states: Sequence[EpisodeState]) -> dict:
+def episode_metrics(states: Sequence[EpisodeState], users: Sequence[str | None] | None = None) -> dict:
+    """Hit@1 (95% CI, clustered by user when `users` repeat), ValidRatio, turns, User actions."""
     turns = [t for s in states for t in s.turns]
     hits = sum(s.hit for s in states)
     first_hits = sum(s.turns[0].hit for s in states)
     actions = Counter(t.reply.action for t in turns if t.reply)
-    low, high = wilson_interval(hits, len(states))
+    users = list(users) if users is not None else [None] * len(states)
+    low, high = hit_interval([s.hit for s in states], users)
     return {
         "episodes": len(states),
+        "users": len(set(users)) if None not in users else len(states),
         "hit_at_1": hits / len(states),
         "ci95": [low, high],
         "hit_at_1_first_turn": first_hits / len(states),
@@ -104,7 +107,7 @@ def evaluate(agents, dataset: Dataset, settings: EvalSettings, sasrec=None, peer
     result = {
         "dataset": dataset.name,
         "settings": asdict(settings),
-        "agents": episode_metrics(states),
+        "agents": episode_metrics(states, [ep.user_id for ep in episodes]),
         "baselines": baselines,
         "user_f1": None,
         "seconds": {"episodes": time.monotonic() - started},
@@ -127,7 +130,9 @@ def format_report(result: dict, title: str = "") -> str:
     a, s = result["agents"], result["settings"]
     lines = [
         title or f"{result['dataset']} {s['split']}",
-        f"{a['episodes']} episodes, {s['num_candidates']} {s['candidates']} candidates, at most {s['max_turns']} turns, seed {s['seed']}",
+        f"{a['episodes']} episodes of {a.get('users', a['episodes'])} users"
+        + (" (95% CI clustered by user)" if a.get("users", a["episodes"]) < a["episodes"] else "")
+        + f", {s['num_candidates']} {s['candidates']} candidates, at most {s['max_turns']} turns, seed {s['seed']}",
         "",
         f"{'method':<28} {'Hit@1':>6}  {'95% CI':<16} {'ValidRatio':>10} {'turns':>6}",
     ]

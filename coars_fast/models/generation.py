@@ -8,6 +8,7 @@ from typing import Hashable, Sequence
 import torch
 
 from coars_fast.errors import ConfigError
+from coars_fast.models.grounding import GroundedLogits, TokenTrie, newline_token_ids
 from coars_fast.models.prompt_cache import PromptCache, rows_of, stack_left_padded
 
 
@@ -18,12 +19,15 @@ class GenerationSettings:
     top_p: float = 1.0
     max_new_tokens: int = 64
     batch_size: int = 16  # sequences per generate() call; bounds the KV cache
+    grounded: bool = True  # answer heads decoded under a trie of the allowed choices (see grounding.py)
+    reason_tokens: int = 32  # grounded answers: at most this many free tokens (the reason) after the head
 
     def __post_init__(self):
-        if not self.temperature > 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1 or self.batch_size < 1:
+        if not self.temperature > 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1 or self.batch_size < 1 or self.reason_tokens < 1:
             raise ConfigError(
-                "generation needs temperature > 0, 0 < top_p <= 1, max_new_tokens >= 1 and batch_size >= 1; "
-                f"got {self.temperature}, {self.top_p}, {self.max_new_tokens}, {self.batch_size}"
+                "generation needs temperature > 0, 0 < top_p <= 1, max_new_tokens >= 1, batch_size >= 1 and "
+                f"reason_tokens >= 1; got {self.temperature}, {self.top_p}, {self.max_new_tokens}, {self.batch_size}, "
+                f"{self.reason_tokens}"
             )
 
 
@@ -31,7 +35,9 @@ class GenerationSettings:
 class Generated:
     prompt_ids: tuple[int, ...]
     ids: tuple[int, ...]  # the response as sampled, ending with the stop token when one came
-    logprobs: tuple[float, ...]  # log pi(token) at the sampling temperature (before top-p), per id
+    # log pi(token) at the sampling temperature, before top-p and before any grounding mask: the
+    # model's own probability, the quantity the loss recomputes (and a PPO ratio compares)
+    logprobs: tuple[float, ...]
     text: str  # `ids` decoded without special tokens
     finished: bool  # False when max_new_tokens cut the response
 
@@ -64,30 +70,39 @@ def generate(
     adapter: str | None = None,
     cache: PromptCache | None = None,
     keys: Sequence[Hashable] | None = None,
+    choices: Sequence[Sequence[str] | None] | None = None,
 ) -> list[Generated]:
     """Generate a response for each tokenised prompt, with `adapter` active (a PeftModel's).
 
     With a `cache` and one key per prompt, each prompt's longest common prefix with the last prompt
     stored under its key is not recomputed, and the prompt's KV is stored for the next call.
+    With `choices` (one list of allowed answer heads per prompt, or None for a free prompt) and
+    `settings.grounded`, each answer starts with one of its prompt's choices (grounding.py).
     """
     if adapter is not None:
         model.set_adapter(adapter)
     if cache is not None and (keys is None or len(keys) != len(prompts)):
         raise ValueError("a prompt cache needs one key per prompt")
+    if choices is not None and len(choices) != len(prompts):
+        raise ValueError("choices needs one entry (a list of answer heads, or None) per prompt")
     stops = stop_token_ids(model, tokenizer)
+    tries: list[TokenTrie | None] = [None] * len(prompts)
+    if settings.grounded and choices is not None:
+        tries = [TokenTrie.of_strings(tokenizer, c) if c else None for c in choices]
     results: list[Generated | None] = [None] * len(prompts)
     # Similar lengths together: less padding per batch.
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     for start in range(0, len(order), settings.batch_size):
         chunk = order[start : start + settings.batch_size]
         chunk_keys = [keys[i] for i in chunk] if cache is not None else None
-        batch = _generate_batch(model, tokenizer, [prompts[i] for i in chunk], settings, stops, cache, chunk_keys)
+        batch = _generate_batch(model, tokenizer, [prompts[i] for i in chunk], settings, stops, cache, chunk_keys,
+                                [tries[i] for i in chunk])
         for i, generated in zip(chunk, batch):
             results[i] = generated
     return results
 
 
-def _generate_batch(model, tokenizer, prompts, settings: GenerationSettings, stops: set[int], cache, keys) -> list[Generated]:
+def _generate_batch(model, tokenizer, prompts, settings: GenerationSettings, stops: set[int], cache, keys, tries) -> list[Generated]:
     """Rows are laid out as [pad | cached prefix | pad | new prompt tokens]: the attention mask hides
     the pads, and positions (from the mask's running sum) stay those of the unpadded prompt."""
     device = next(model.parameters()).device
@@ -104,11 +119,19 @@ def _generate_batch(model, tokenizer, prompts, settings: GenerationSettings, sto
         attention[row, cached + width - (len(prompt) - n) :] = 1
     past = stack_left_padded([kv for _, kv in reuse], [n for n, _ in reuse], cached, model.config) if cached else None
     sampling = {} if settings.greedy else {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
+    max_new_tokens = settings.max_new_tokens
+    if any(tries):
+        from transformers import LogitsProcessorList
+
+        # A head is never cut short: room for the longest head plus a few tokens of reason.
+        max_new_tokens = max(max_new_tokens, max(t.depth for t in tries if t) + 8)
+        processor = GroundedLogits(tries, cached + width, newline_token_ids(tokenizer), stops, settings.reason_tokens)
+        sampling["logits_processor"] = LogitsProcessorList([processor])
     out = model.generate(
         input_ids=input_ids.to(device),
         attention_mask=attention.to(device),
         cache=past,
-        max_new_tokens=settings.max_new_tokens,
+        max_new_tokens=max_new_tokens,
         do_sample=not settings.greedy,
         pad_token_id=pad,
         eos_token_id=sorted(stops),

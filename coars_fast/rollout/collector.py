@@ -133,13 +133,20 @@ def _diagnoses(agents: Agents, states: Sequence[EpisodeState], settings: Rollout
 def _stats(states, per_turn, raw) -> dict:
     turns = [t for s in states for t in s.turns]
     rewards = {agent: [r for a, _, _, r in raw if a == agent] for agent in ("rec", "user")}
+    excluded = sum(r.excluded for turn_rewards in per_turn for r in turn_rewards)
     return {
         "episodes": len(states),
         "train_hit_at_1": statistics.fmean(s.hit for s in states),
+        "episodes_with_hit": statistics.fmean(any(t.hit for t in s.turns) for s in states),
         "valid_ratio": statistics.fmean(t.recommendation.valid for t in turns),
         "mean_turns": len(turns) / len(states),
         **{f"turns_{agent}": len(r) for agent, r in rewards.items()},
         # an agent with no turns this step (the User answers only valid recommendations) has no mean
         **{f"reward_{agent}": statistics.fmean(r) for agent, r in rewards.items() if r},
-        "excluded_turns": sum(r.excluded for turn_rewards in per_turn for r in turn_rewards),
+        **{f"reward_{agent}_std": statistics.pstdev(r) for agent, r in rewards.items() if r},
+        **{f"reward_{agent}_positive": statistics.fmean(x > 0 for x in r) for agent, r in rewards.items() if r},
+        "excluded_turns": excluded,
+        "excluded_share": excluded / max(1, len(turns)),
+        # Recommender turns that reach the loss (the rest were excluded: a wrong item the User liked)
+        "rec_weighted_share": len(rewards["rec"]) / max(1, len(turns)),
     }

@@ -8,6 +8,7 @@ from tqdm.auto import tqdm
 
 from coars_fast.data.dataset import Dataset, Episode
 from coars_fast.env import DOMAINS, GENERIC, EpisodeState, PeerEvidence
+from coars_fast.env.prompts import recommendation_heads, user_heads
 from coars_fast.models import GenerationSettings, encode_chat, generate
 from coars_fast.models.prompt_cache import PromptCache
 from coars_fast.models.scoring import next_token_logprobs
@@ -26,9 +27,11 @@ class Agents:
     def _adapter(self, agent: str) -> str | None:
         return agent if self.has_adapters else None
 
-    def respond(self, agent: str, chats: Sequence[list[dict]], cache: PromptCache | None = None, keys=None):
+    def respond(self, agent: str, chats: Sequence[list[dict]], cache: PromptCache | None = None, keys=None, choices=None):
+        """One answer per chat; `choices` (per chat, the allowed answer heads) ground them when the
+        settings say so."""
         prompts = [encode_chat(self.tokenizer, chat) for chat in chats]
-        return generate(self.model, self.tokenizer, prompts, self.settings, self._adapter(agent), cache, keys)
+        return generate(self.model, self.tokenizer, prompts, self.settings, self._adapter(agent), cache, keys, choices)
 
     def next_token_logprobs(self, agent: str, chats: Sequence[list[dict]]):
         prompts = [encode_chat(self.tokenizer, chat) for chat in chats]
@@ -63,7 +66,9 @@ def run_episodes(
     """Play every episode to its end, `wave` episodes at a time (this bounds the prompt cache).
 
     Per turn, one batched generation per agent; episodes leave the batch as they end. Each agent's
-    prompt KV is reused across the turns of an episode (only memory and question are new).
+    prompt KV is reused across the turns of an episode (only memory and question are new). With
+    grounded generation the Recommender's answer names one candidate and the User's one action and
+    score inside its band (coars_fast/models/grounding.py).
     """
     bar = tqdm(total=len(states), desc=desc, unit="ep", disable=not progress)
     for start in range(0, len(states), wave):
@@ -80,14 +85,16 @@ def _play(agents: Agents, states: Sequence[EpisodeState], peers: PeerLookup | No
             break
         turn += 1
         bar.set_postfix(turn=turn, active=len(recs))
-        outputs = agents.respond("rec", [s.rec_prompt() for s in recs], cache, [(s.episode_id, "rec") for s in recs])
+        outputs = agents.respond("rec", [s.rec_prompt() for s in recs], cache, [(s.episode_id, "rec") for s in recs],
+                                 [recommendation_heads(s.titles) for s in recs])
         for state, output in zip(recs, outputs):
             state.give_recommendation(output)
         users = [s for s in states if s.awaiting == "user"]
         if users:
             evidence = [peers(s, s.turns[-1].item) if peers else None for s in users]
             chats = [s.user_prompt(e) for s, e in zip(users, evidence)]
-            outputs = agents.respond("user", chats, cache, [(s.episode_id, "user") for s in users])
+            outputs = agents.respond("user", chats, cache, [(s.episode_id, "user") for s in users],
+                                     [user_heads()] * len(users))
             for state, output, e in zip(users, outputs, evidence):
                 state.give_reply(output, e)
         ended = [s for s in recs if s.done]

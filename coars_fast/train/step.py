@@ -66,26 +66,35 @@ def accumulate_gradients(
     return dict(totals)
 
 
+def adapter_parameters(model, agents: Sequence[str]) -> dict[str, list[torch.nn.Parameter]]:
+    """Per agent, the LoRA weights of its adapter (named `...lora_A.<agent>.weight` by PEFT)."""
+    groups = {a: [p for name, p in model.named_parameters() if f".{a}." in name and "lora_" in name] for a in agents}
+    for params in groups.values():
+        for p in params:
+            p.requires_grad_(True)
+    return groups
+
+
 def trainable_parameters(model, agents: Sequence[str]) -> list[torch.nn.Parameter]:
-    """The LoRA weights of the given adapters (named `...lora_A.<agent>.weight` by PEFT)."""
-    params = [p for name, p in model.named_parameters() if any(f".{a}." in name and "lora_" in name for a in agents)]
-    for p in params:
-        p.requires_grad_(True)
-    return params
+    """The LoRA weights of the given adapters, in one list."""
+    return [p for params in adapter_parameters(model, agents).values() for p in params]
 
 
 def finite_gradients(params: Sequence[torch.nn.Parameter]) -> bool:
     return all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
 
 
-def clip_and_step(params, optimizer, scheduler, grad_clip: float) -> float | None:
-    """Clip, step, zero. Returns the pre-clip gradient norm, or None (and no step) when any gradient
-    or the norm is not finite."""
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
-    if not math.isfinite(norm.item()) or not finite_gradients(params):
+def clip_and_step(groups: dict[str, list[torch.nn.Parameter]], optimizer, scheduler, grad_clip: float) -> dict | None:
+    """Clip each adapter's gradient norm on its own (so training one agent or both does not change how
+    the other is clipped), step, zero. Returns the pre-clip norm per agent, or None (and no step) when
+    any gradient or norm is not finite."""
+    norms = {agent: torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf).item()
+             for agent, params in groups.items() if params}
+    params = [p for group in groups.values() for p in group]
+    if not all(math.isfinite(n) for n in norms.values()) or not finite_gradients(params):
         optimizer.zero_grad(set_to_none=True)
         return None
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return norm.item()
+    return norms

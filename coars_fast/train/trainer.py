@@ -34,7 +34,7 @@ from coars_fast.rollout import Agents, PeerIndex, collect, pack, padding_report
 from coars_fast.train.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from coars_fast.train.config import Config, to_dict
 from coars_fast.train.logbook import Logbook
-from coars_fast.train.step import accumulate_gradients, clip_and_step, trainable_parameters
+from coars_fast.train.step import accumulate_gradients, adapter_parameters, clip_and_step
 
 log = logging.getLogger(__name__)
 MAX_BAD_STEPS = 3
@@ -71,7 +71,8 @@ class Trainer:
             self.model = add_agent_adapters(base, config.lora)
         self.sampler = Agents(self.model, tokenizer, config.generation)
         self.greedy = Agents(self.model, tokenizer, replace(config.generation, greedy=True))
-        self.params = trainable_parameters(self.model, config.rollout.train_agents)
+        self.param_groups = adapter_parameters(self.model, config.rollout.train_agents)
+        self.params = [p for group in self.param_groups.values() for p in group]
         self.optimizer = torch.optim.AdamW(self.params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         warmup = max(1, config.optim.warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
@@ -117,11 +118,12 @@ class Trainer:
         batches = pack(rollout.samples, cfg.train.token_budget)
         self.model.train()
         stats = accumulate_gradients(self.model, batches, cfg.loss, cfg.generation.temperature, self.device) if batches else {}
-        norm = clip_and_step(self.params, self.optimizer, self.scheduler, cfg.optim.grad_clip) if batches else 0.0
+        norms = clip_and_step(self.param_groups, self.optimizer, self.scheduler, cfg.optim.grad_clip) if batches else {}
         elapsed = time.perf_counter() - started
         metrics = {
             **rollout.stats, **stats, **padding_report(batches, cfg.train.token_budget),
-            "samples": len(rollout.samples), "grad_norm": norm, "skipped": norm is None,
+            "samples": len(rollout.samples), "skipped": norms is None,
+            **{f"grad_norm_{agent}": n for agent, n in (norms or {}).items()},
             "lr": self.scheduler.get_last_lr()[0], "time_rollout": rolled - started, "time_step": elapsed,
             "tokens_per_s": stats.get("tokens", 0) / max(1e-9, elapsed - (rolled - started)),
         }
@@ -143,7 +145,9 @@ class Trainer:
             metrics["train_minutes"] = self.train_seconds / 60
             self.logbook.log("train", self.step, metrics)
             bar.update(self._progress() - bar.n)
-            bar.set_postfix(step=self.step, hit=f"{metrics['train_hit_at_1']:.2f}", r_rec=f"{metrics['reward_rec']:.2f}")
+            # an agent with no turn left after the exclusion rule has no reward this step
+            bar.set_postfix(step=self.step, hit=f"{metrics['train_hit_at_1']:.2f}",
+                            **{f"r_{a}": f"{metrics[f'reward_{a}']:.2f}" for a in ("rec", "user") if f"reward_{a}" in metrics})
             if metrics["skipped"]:
                 bad += 1
                 log.warning("step %d skipped: non-finite loss or gradients (%d in a row)", self.step, bad)

@@ -1,0 +1,100 @@
+"""Grounded decoding: every answer head is one of the allowed choices, the free reason is one bounded
+line, and the stored log-probs stay the model's own (unmasked) ones."""
+
+import pytest
+import torch
+
+from coars_fast.env.parsing import SCORE_BAND, parse_recommendation, parse_user_reply
+from coars_fast.env.prompts import recommendation_heads, user_heads
+from coars_fast.models import GenerationSettings, add_agent_adapters, encode_chat, generate
+from coars_fast.models.grounding import TokenTrie, newline_token_ids
+from helpers import tiny_llama
+
+TITLES = ["Queen", "Queen + Adam Lambert", "Sigur Rós", "The Velvet Underground", "Air", "Muse", "Kent"]
+
+
+def test_trie_walk():
+    trie = TokenTrie([[1, 2, 3], [1, 2, 4], [5]])
+    assert set(trie.walk([])[0]) == {1, 5}
+    assert set(trie.walk([1, 2])[0]) == {3, 4}
+    assert trie.walk([1, 2, 4]) == ({}, 3)  # a whole sequence: the free part starts at 3
+    assert trie.walk([1, 2, 4, 9, 9]) == ({}, 3)
+    assert trie.walk([1, 7])[0] is None  # left the trie (a free row)
+    with pytest.raises(ValueError):
+        TokenTrie([])
+
+
+def test_user_heads_cover_each_band_with_one_decimal():
+    for head in user_heads():
+        reply = parse_user_reply("Action:" + head + " fine")
+        low, high = SCORE_BAND[reply.action]
+        assert reply.action_stated and reply.score_stated and low <= reply.score <= high
+    assert len({parse_user_reply("Action:" + h).action for h in user_heads()}) == 4
+
+
+@pytest.fixture(scope="module")
+def tiny(smol_tokenizer):
+    return add_agent_adapters(tiny_llama(smol_tokenizer, seed=3)), smol_tokenizer
+
+
+def _prompts(tok, n, prefix):
+    return [encode_chat(tok, [{"role": "user", "content": f"User {i} liked Blur and Pulp. Which next?"},
+                              {"role": "assistant", "content": prefix}]) for i in range(n)]
+
+
+@pytest.mark.parametrize("greedy", [False, True])
+def test_every_answer_names_one_allowed_choice(tiny, greedy):
+    model, tok = tiny
+    torch.manual_seed(0)
+    settings = GenerationSettings(greedy=greedy, temperature=1.3, max_new_tokens=12, batch_size=5, reason_tokens=6)
+    rec = generate(model, tok, _prompts(tok, 12, "Item:"), settings, "rec", choices=[recommendation_heads(TITLES)] * 12)
+    newlines = newline_token_ids(tok)
+    for out in rec:
+        parsed = parse_recommendation("Item:" + out.text, TITLES)
+        head = recommendation_heads(TITLES)[parsed.position]
+        assert parsed.matched_by == "exact" and out.text.startswith(head)
+        head_len = len(tok.encode(head, add_special_tokens=False))
+        free = out.ids[head_len:]
+        assert len(free) <= 6 + 1  # the reason is bounded (plus the stop token)
+        assert all(t not in newlines for t in free[:-2])  # one line: a break can only come last
+    user = generate(model, tok, _prompts(tok, 10, "Action:"), settings, "user", choices=[user_heads()] * 10)
+    assert all(any(out.text.startswith(h) for h in user_heads()) for out in user)
+
+
+def test_free_generation_is_not_grounded(tiny):
+    """The same tiny random model without grounding names no candidate: the trie is what makes it valid."""
+    model, tok = tiny
+    settings = GenerationSettings(greedy=True, max_new_tokens=12, batch_size=6, grounded=False)
+    rec = generate(model, tok, _prompts(tok, 6, "Item:"), settings, "rec", choices=[recommendation_heads(TITLES)] * 6)
+    assert sum(parse_recommendation("Item:" + out.text, TITLES).valid for out in rec) <= 1
+
+
+def test_stored_logprobs_are_the_unmasked_model_ones(tiny):
+    """The loss recomputes the model's own log-probs; the behaviour log-probs stored at sampling time
+    must be the same quantity (not the renormalised, masked ones), or a PPO ratio would start != 1."""
+    model, tok = tiny
+    torch.manual_seed(1)
+    settings = GenerationSettings(greedy=False, temperature=0.8, max_new_tokens=10, batch_size=3)
+    prompts = _prompts(tok, 3, "Item:")
+    model.set_adapter("rec")
+    for out in generate(model, tok, prompts, settings, "rec", choices=[recommendation_heads(TITLES)] * 3):
+        ids = torch.tensor([list(out.prompt_ids) + list(out.ids)])
+        logits = model(input_ids=ids).logits[0, len(out.prompt_ids) - 1 : -1].float() / 0.8
+        expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(out.ids)[:, None]).squeeze(1)
+        assert torch.allclose(torch.tensor(out.logprobs), expected, atol=1e-4)
+
+
+def test_grounding_with_prompt_cache_reuse(tiny):
+    """Turn 2 reuses turn 1's prompt KV: grounded greedy answers are the same with and without it."""
+    from coars_fast.models.prompt_cache import PromptCache
+
+    model, tok = tiny
+    settings = GenerationSettings(greedy=True, max_new_tokens=10, batch_size=3)
+    first, second = _prompts(tok, 3, "Item:"), [p[:-6] + encode_chat(tok, [{"role": "user", "content": "x"}])[-6:] for p in _prompts(tok, 3, "Item:")]
+    choices = [recommendation_heads(TITLES)] * 3
+    cache, keys = PromptCache(), ["a", "b", "c"]
+    generate(model, tok, first, settings, "rec", cache, keys, choices)
+    cached = generate(model, tok, second, settings, "rec", cache, keys, choices)
+    plain = generate(model, tok, second, settings, "rec", choices=choices)
+    assert [c.ids for c in cached] == [p.ids for p in plain]
+    assert all(parse_recommendation("Item:" + c.text, TITLES).matched_by == "exact" for c in cached)
