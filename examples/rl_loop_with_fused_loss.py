@@ -57,11 +57,13 @@ def main(steps=60, batch=32, seed=0):
     policy = ToyPolicy()
     optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=1e-2)
     print(f"coars_fast.kernels backend on cpu: {active_backend('cpu')}")
+    curve = []
 
     for step in range(steps):
         prompts = torch.randint(0, VOCAB - 1, (batch, PROMPT_LEN), generator=gen)
         answers = policy.sample(prompts, ANSWER_LEN, gen)
         hits = (answers == TARGET).any(dim=1).float()
+        curve.append(hits.mean().item())
         rewards = (2 * hits - 1).repeat_interleave(ANSWER_LEN)  # one scalar per answer, broadcast to its tokens
         token_weights = torch.full_like(rewards, 1.0 / (ANSWER_LEN * batch))
         targets = answers.reshape(-1)
@@ -88,7 +90,10 @@ def main(steps=60, batch=32, seed=0):
             print(f"step {step:3d}  hit rate {hits.mean().item():.2f}  loss {loss.item():+.4f}  "
                   f"mean credit {stats['credit'].mean().item():+.3f}  "
                   f"teacher-student gap {(old_teacher - old_student).mean().item():+.3f}")
-    return hits.mean().item()
+    window = max(1, steps // 6)
+    first, last = sum(curve[:window]) / window, sum(curve[-window:]) / window
+    print(f"hit rate over the first {window} steps {first:.2f}, over the last {window} steps {last:.2f} (seed {seed})")
+    return first, last
 
 
 if __name__ == "__main__":
