@@ -158,3 +158,20 @@ def test_each_adapter_is_clipped_on_its_own():
     assert norms == pytest.approx({"rec": 3.0, "user": 0.5})
     assert rec.detach().tolist() == pytest.approx([-1.0, 0, 0, 0])  # SGD with lr 1: the step is -grad
     assert user.detach().tolist() == pytest.approx([0, -0.3, -0.4])
+
+
+def test_a_step_with_every_turn_excluded_logs_and_goes_on(tiny_model_dir, cyclic_dir, tmp_path, monkeypatch):
+    """When the exclusion rule leaves no turn of either agent (the User liked only wrong items), the step
+    has no reward means to log: the run goes on (it crashed with KeyError 'reward_rec')."""
+    from dataclasses import replace
+
+    from coars_fast.rollout import collector
+
+    real = collector.episode_rewards
+    monkeypatch.setattr(collector, "episode_rewards", lambda state, settings: [replace(r, excluded=True) for r in real(state, settings)])
+    trainer = Trainer(_config(tiny_model_dir, cyclic_dir, "train.steps=2"), tmp_path / "excluded", progress=False)
+    summary = trainer.run()
+    assert summary["steps"] == 2
+    records = [json.loads(l) for l in (tmp_path / "excluded" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert len(train) == 2 and all(r["samples"] == 0 and "reward_rec" not in r and r["excluded_share"] == 1.0 for r in train)

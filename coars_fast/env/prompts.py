@@ -47,6 +47,9 @@ USER_SYSTEM = (
     "Score: 0.4\n"
     "Reason: I like this style, but not right now."
 )
+PREFERENCE_SYSTEM = (
+    "You are simulating a user of a recommender system. Judge items the way this user, with this history, would."
+)
 REC_QUESTION = "Which candidate should the user get next?"
 USER_QUESTION = "How do you react?"
 # Each answer is started for the agent (its first label), which keeps small models on the format.
