@@ -14,7 +14,8 @@ def test_lastfm_matches_readme(lastfm):
     assert lastfm.num_items == 4606
     assert lastfm.source_rows == {"train.jsonl.gz": 50800, "val.jsonl.gz": 3133}
     # LLaRA / AFL keep histories of at least 3 items; the rest are the documented short rows.
-    assert len(lastfm.split("train")) == 47872 and len(lastfm.split("val")) == 2767
+    assert len(lastfm.split("train")) == 47872 and len(lastfm.split("val_all")) == 2767
+    assert len(lastfm.split("val")) == 122  # one episode per user, the published protocol
     assert lastfm.title(0) == "Morcheeba"
 
 
@@ -23,7 +24,24 @@ def test_lastfm_val_sample_row(lastfm):
     ep = next(e for e in lastfm.split("val") if e.history == (399, 593, 594))
     assert [lastfm.title(i) for i in ep.history] == ["Joy Division", "Kaizers Orchestra", "Kent"]
     assert lastfm.title(ep.target) == "Iggy Pop"
-    assert ep.seen == {399, 593, 594, 595} and ep.user_id is None
+    assert ep.seen == {399, 593, 594, 595} and ep.user_id.startswith("val-user-")
+
+
+def test_lastfm_val_is_afl_one_row_per_user(lastfm, data_dir):
+    """`val` is the last row of each user's chain of prefix rows: exactly the 122 rows AFL ships
+    (read here straight from val_afl122.jsonl.gz, which the loader never opens)."""
+    import gzip
+    import json
+
+    rows = [json.loads(line) for line in gzip.open(data_dir / "lastfm" / "llara" / "val_afl122.jsonl.gz", "rt")]
+    expected = [(tuple(i for i in r["seq"] if i != 4606)[-10:], r["next"]) for r in rows]
+    assert [(ep.history, ep.target) for ep in lastfm.split("val")] == expected
+    users = [ep.user_id for ep in lastfm.split("val_all")]
+    assert len(set(users)) == 122 and len(set(ep.user_id for ep in lastfm.split("val"))) == 122
+    # every prefix row belongs to the user whose last row it precedes
+    last = {ep.user_id: ep for ep in lastfm.split("val")}
+    assert all(int(ep.episode_id.split("/")[1]) <= int(last[ep.user_id].episode_id.split("/")[1])
+               for ep in lastfm.split("val_all"))
 
 
 def test_movielens_matches_readme(movielens, data_dir):
@@ -90,6 +108,6 @@ def test_histories_are_bounded_and_targets_valid(name, request):
 def test_summary_figures(lastfm):
     s = summarize(lastfm)
     assert s["items"] == 4606 and s["users"] == 1737 and "HetRec" in s["user_note"]
-    assert s["splits"]["val"]["episodes"] == 2767
+    assert s["splits"]["val_all"]["episodes"] == 2767 and s["splits"]["val"]["episodes"] == 122
     assert s["splits"]["train"]["history_len"]["max"] == 10
     assert s["titles"]["coverage"] == 1.0

@@ -97,3 +97,13 @@ def test_moves_out_of_order_are_programming_errors():
         s.user_prompt()
     with pytest.raises(ValueError, match="not among the candidates"):
         EpisodeState("x", [], CANDIDATES, target=99)
+
+
+def test_hit_interval_is_wilson_per_user_and_clustered_otherwise():
+    from coars_fast.stats import hit_interval, wilson_interval
+
+    hits = [True] * 10 + [False] * 30
+    assert hit_interval(hits, [f"u{i}" for i in range(40)]) == wilson_interval(10, 40)
+    # the same hits in 4 users whose episodes all agree: effectively 4 observations, a much wider interval
+    clustered = hit_interval(hits, [f"u{i // 10}" for i in range(40)])
+    assert clustered[0] == 0.0 and clustered[1] >= 0.5 and clustered[1] - clustered[0] > 2 * (wilson_interval(10, 40)[1] - wilson_interval(10, 40)[0])
