@@ -57,7 +57,7 @@ import json, sys
 from coars_fast.data import load_dataset
 from coars_fast.data.candidates import CandidateBuilder
 ds = load_dataset("lastfm")
-print(json.dumps(CandidateBuilder(ds, seed=int(sys.argv[1])).build(ds.split("val")[:200])))
+print(json.dumps(CandidateBuilder(ds, seed=int(sys.argv[1])).build(ds.split("val_all")[:200])))
 """
 
 
@@ -68,7 +68,7 @@ def _lists_in_fresh_process(seed, data_dir):
 
 
 def test_same_seed_same_lists_across_processes(lastfm, data_dir):
-    here = CandidateBuilder(lastfm, seed=7).build(lastfm.split("val")[:200])
+    here = CandidateBuilder(lastfm, seed=7).build(lastfm.split("val_all")[:200])
     assert _lists_in_fresh_process(7, data_dir) == here
     assert _lists_in_fresh_process(7, data_dir) == here
     other = _lists_in_fresh_process(8, data_dir)
