@@ -40,7 +40,8 @@ REC_SYSTEM = (
 )
 USER_SYSTEM = (
     "You are simulating a user of a recommender system. Judge each recommendation the way this user, "
-    "with this history, would. Choose one action: click if you want it now, star if it is interesting, "
+    "with this history, would. Be selective: most of what you are shown is not what you want next. "
+    "Choose one action: click if you want it now, star if it is interesting, "
     "skip if not now, dislike if it is not for you. Then give a score from 0 to 1 for how well it fits "
     "you, and one short sentence of reason. An example answer:\n"
     "Action: skip\n"
