@@ -22,22 +22,16 @@ DOMAINS = {
 GENERIC = Domain("item", "interacted with")
 
 # The answer formats live in the system prompts: the part of a prompt that never changes between
-# turns comes first, so a prompt cache can reuse it (only memory and question change). They show an
-# example answer, never a placeholder such as "<title>": small models copy placeholders verbatim.
-# The example's item is made up (in no catalogue we ship), so echoing it names no candidate.
-REC_EXAMPLE = {
-    "music artist": "The Velvet Lanterns",
-    "movie": "Harbor of Lanterns (1987)",
-    "musical instrument product": "Lantern Studio Condenser Microphone",
-}
+# turns comes first, so a prompt cache can reuse it (only memory and question change). No
+# placeholder such as "<title>" and no example title: the 135M model copies either verbatim (an
+# example title was the answer to 138 of 141 invalid free turns on LastFM, docs/RESULTS.md).
 REC_SYSTEM = (
     "You are a recommender agent. From a list of candidates, pick the one {noun} this user is most "
     "likely to want next. Learn from the user's earlier reactions in this conversation. Answer in two "
-    "lines: after \"Item:\" the title of one candidate, copied exactly as listed; after \"Reason:\" one "
-    "short sentence. An example answer (for another user and another list):\n"
-    "Item: {example}\n"
-    "Reason: It matches the style of the user's recent favourites."
+    "lines: first \"Item:\" and the title of one candidate, copied exactly as listed; then \"Reason:\" "
+    "and one short sentence."
 )
+# The User's example is made of allowed values only (an action and a score): copying it is a valid answer.
 USER_SYSTEM = (
     "You are simulating a user of a recommender system. Judge each recommendation the way this user, "
     "with this history, would. Be selective: most of what you are shown is not what you want next. "
@@ -83,8 +77,7 @@ def recommender_messages(
         render_memory(memory),
         REC_QUESTION,
     ]
-    system = REC_SYSTEM.format(noun=domain.noun, example=REC_EXAMPLE.get(domain.noun, "The Lantern Collection"))
-    return _chat(system, parts, REC_ANSWER_PREFIX)
+    return _chat(REC_SYSTEM.format(noun=domain.noun), parts, REC_ANSWER_PREFIX)
 
 
 # Grounded decoding (coars_fast/models/grounding.py) draws an answer's head from these strings: they
