@@ -75,11 +75,6 @@ def adapter_parameters(model, agents: Sequence[str]) -> dict[str, list[torch.nn.
     return groups
 
 
-def trainable_parameters(model, agents: Sequence[str]) -> list[torch.nn.Parameter]:
-    """The LoRA weights of the given adapters, in one list."""
-    return [p for params in adapter_parameters(model, agents).values() for p in params]
-
-
 def finite_gradients(params: Sequence[torch.nn.Parameter]) -> bool:
     return all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
 
