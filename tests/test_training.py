@@ -126,12 +126,26 @@ def test_cli_train_end_to_end(tiny_model_dir, cyclic_dir, tmp_path, capsys):
     assert summary["steps"] == 2 and {"initial", "final"} <= set(summary["evals"])
     train_records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
     for key in ("reward_rec", "train_hit_at_1", "grad_norm_rec", "grad_norm_user", "tokens_per_s", "packed_fill", "padded_waste",
-                "time_rollout", "time_teacher", "time_student"):
+                "time_rollout", "time_teacher", "time_student", "tokens", "tokens_flat", "token_ratio"):
         assert key in train_records[-1]
+    # CPU default: tree packing; the turns of an episode share their prompt prefixes
+    assert train_records[-1]["tokens"] < train_records[-1]["tokens_flat"]
+    assert train_records[-1]["token_ratio"] == pytest.approx(train_records[-1]["tokens"] / train_records[-1]["tokens_flat"])
     assert (out / "tensorboard").is_dir()
     from peft import PeftConfig
 
     assert PeftConfig.from_pretrained(out / "checkpoints" / "step-000002" / "adapters" / "rec").r == 16
+
+
+def test_packing_setting():
+    from coars_fast.rollout import pack, pack_trees
+    from coars_fast.train.trainer import packer
+
+    cpu = torch.device("cpu")
+    assert packer("auto", cpu) is pack_trees and packer("tree", cpu) is pack_trees and packer("flat", cpu) is pack
+    assert load_config("cpu", ["train.packing=flat"]).train.packing == "flat"
+    with pytest.raises(ConfigError, match="packing must be one of auto, tree, flat, got 'trie'"):
+        load_config("cpu", ["train.packing=trie"])
 
 
 def test_config_mistakes_name_the_key(tmp_path, capsys):

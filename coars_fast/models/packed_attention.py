@@ -8,6 +8,10 @@ sequence attends only to itself.
   torch >= 2.9), given the stream's cu_seqlens. Its cost follows the real sequence lengths.
 - Otherwise (CPU) sdpa: transformers turns the restarting position ids into a block-diagonal mask over
   the whole stream. Correct, but dense: attention costs O(stream length^2), so keep streams short.
+
+A token tree (shared-prefix packing, coars_fast/rollout/tree_packing.py) attends along its branches:
+`tree_attention` gives sdpa the tree's dense mask, or on CUDA flex attention a block mask of the
+same rule, whose cost follows the visible blocks only.
 """
 
 from __future__ import annotations
@@ -91,3 +95,53 @@ def packed_attention(decoder, cu_seqlens: torch.Tensor, max_len: int):
         yield dict(cu_seq_lens_q=cu_seqlens, cu_seq_lens_k=cu_seqlens, max_length_q=max_len, max_length_k=max_len)
     finally:
         config._attn_implementation = "sdpa"
+
+
+def tree_mask(subtree_end: torch.Tensor) -> torch.Tensor:
+    """[1, 1, T, T] bool, True where query i may attend to key j: j is i or an ancestor of i (nodes
+    in pre-order: j's subtree is [j, subtree_end[j]))."""
+    nodes = torch.arange(subtree_end.numel(), device=subtree_end.device)
+    query, key = nodes[:, None], nodes[None, :]
+    return ((key <= query) & (query < subtree_end[None, :]))[None, None]
+
+
+def flex_attention_available(device: torch.device) -> bool:
+    """Flex attention runs compiled kernels on CUDA; elsewhere tree streams use the sdpa mask."""
+    if device.type != "cuda":
+        return False
+    try:
+        importlib.import_module("torch.nn.attention.flex_attention").create_block_mask  # noqa: B018
+    except (ImportError, AttributeError):
+        return False
+    return True
+
+
+def tree_block_mask(subtree_end: torch.Tensor):
+    """The tree rule as a flex-attention BlockMask (blocks nobody sees are skipped)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def visible(batch, head, query, key):
+        return (key <= query) & (query < subtree_end[key])
+
+    size = subtree_end.numel()
+    return create_block_mask(visible, B=None, H=None, Q_LEN=size, KV_LEN=size, device=subtree_end.device)
+
+
+@contextlib.contextmanager
+def tree_attention(decoder, subtree_end: torch.Tensor, flex: bool | None = None):
+    """Runs the block with attention along a token tree; yields the extra forward kwargs (the mask).
+
+    `flex`: None picks flex attention where it runs (CUDA), else the sdpa mask. An sdpa model is
+    switched to transformers' flex attention for the block, and back afterwards."""
+    config = decoder.config
+    device = subtree_end.device
+    use_flex = flex_attention_available(device) if flex is None else flex
+    if not use_flex:
+        yield {"attention_mask": tree_mask(subtree_end)}
+        return
+    previous = config._attn_implementation
+    config._attn_implementation = "flex_attention"
+    try:
+        yield {"attention_mask": tree_block_mask(subtree_end)}
+    finally:
+        config._attn_implementation = previous

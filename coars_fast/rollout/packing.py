@@ -25,10 +25,27 @@ class PackedStream:
     cu_seqlens: torch.Tensor  # [S + 1] int32, sequence starts (flash-attn varlen convention)
     rows: torch.Tensor  # [R] positions whose hidden state predicts targets[r]
     max_seqlen: int  # the longest sequence (varlen attention kernels take it)
+    # A token tree (coars_fast/rollout/tree_packing.py): per node, one past its last descendant. None
+    # for flat streams, whose sequences are the cu_seqlens ranges.
+    subtree_end: torch.Tensor | None = None
+    sequence_lengths: tuple[int, ...] | None = None  # of the sequences it holds (trees only)
 
     @property
     def tokens(self) -> int:
+        """Tokens the forward computes."""
         return self.input_ids.numel()
+
+    @property
+    def lengths(self) -> list[int]:
+        """The lengths of the sequences it holds: what a flat packing computes for them."""
+        if self.sequence_lengths is not None:
+            return list(self.sequence_lengths)
+        return (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).tolist()
+
+    def to(self, device) -> "PackedStream":
+        move = lambda t: None if t is None else t.to(device)
+        return PackedStream(move(self.input_ids), move(self.position_ids), move(self.cu_seqlens), move(self.rows),
+                            self.max_seqlen, move(self.subtree_end), self.sequence_lengths)
 
 
 @dataclass
@@ -43,12 +60,9 @@ class PackedBatch:
     turns: int
 
     def to(self, device) -> "PackedBatch":
-        move = lambda s: PackedStream(
-            *(t.to(device) for t in (s.input_ids, s.position_ids, s.cu_seqlens, s.rows)), s.max_seqlen
-        )
         return PackedBatch(
-            self.agent, move(self.student), move(self.teacher), self.targets.to(device), self.rewards.to(device),
-            self.token_weights.to(device), self.old_logprobs.to(device), self.turns,
+            self.agent, self.student.to(device), self.teacher.to(device), self.targets.to(device),
+            self.rewards.to(device), self.token_weights.to(device), self.old_logprobs.to(device), self.turns,
         )
 
 
@@ -99,35 +113,46 @@ def pack(samples: Sequence[TurnSample], token_budget: int) -> list[PackedBatch]:
         for members in first_fit_decreasing([sequence_tokens(s) for s in mine], token_budget):
             chosen = [mine[i] for i in members]
             responses = [s.response_ids for s in chosen]
-            batches.append(
-                PackedBatch(
-                    agent=agent,
-                    student=_stream([s.prompt_ids for s in chosen], responses),
-                    teacher=_stream([s.teacher_prompt_ids for s in chosen], responses),
-                    targets=torch.tensor([t for r in responses for t in r], dtype=torch.long),
-                    rewards=torch.tensor([s.reward for s in chosen for _ in s.response_ids], dtype=torch.float32),
-                    token_weights=torch.tensor(
-                        [1.0 / (len(s.response_ids) * len(mine)) for s in chosen for _ in s.response_ids],
-                        dtype=torch.float32,
-                    ),
-                    old_logprobs=torch.tensor([lp for s in chosen for lp in s.old_logprobs], dtype=torch.float32),
-                    turns=len(chosen),
-                )
-            )
+            batches.append(PackedBatch(
+                agent=agent,
+                student=_stream([s.prompt_ids for s in chosen], responses),
+                teacher=_stream([s.teacher_prompt_ids for s in chosen], responses),
+                **batch_labels(chosen, len(mine)),
+            ))
     return batches
 
 
+def batch_labels(chosen: Sequence[TurnSample], agent_turns: int) -> dict:
+    """The per-row tensors of a micro-batch of `chosen` turns, in their order; `agent_turns` is the
+    number of this agent's turns in the whole step (the loss is a mean over them)."""
+    responses = [s.response_ids for s in chosen]
+    return dict(
+        targets=torch.tensor([t for r in responses for t in r], dtype=torch.long),
+        rewards=torch.tensor([s.reward for s in chosen for _ in s.response_ids], dtype=torch.float32),
+        token_weights=torch.tensor(
+            [1.0 / (len(s.response_ids) * agent_turns) for s in chosen for _ in s.response_ids], dtype=torch.float32
+        ),
+        old_logprobs=torch.tensor([lp for s in chosen for lp in s.old_logprobs], dtype=torch.float32),
+        turns=len(chosen),
+    )
+
+
 def padding_report(batches: Sequence[PackedBatch], token_budget: int) -> dict:
-    """How full the packed micro-batches are, and what right-padding the same turns would waste."""
+    """Tokens computed against those a flat packing of the same turns computes (`token_ratio`: 1.0
+    for flat packing, below it for token trees), how full the micro-batches are, and what
+    right-padding the same turns would waste."""
     packed = sum(b.student.tokens + b.teacher.tokens for b in batches)
+    flat = sum(sum(stream.lengths) for b in batches for stream in (b.student, b.teacher))
     capacity = 2 * token_budget * len(batches)
     padded = 0
     for b in batches:  # a padded batch of the same turns: every sequence as long as the longest
         for stream in (b.student, b.teacher):
-            lengths = (stream.cu_seqlens[1:] - stream.cu_seqlens[:-1]).tolist()
+            lengths = stream.lengths
             padded += max(lengths) * len(lengths)
     return {
         "tokens": packed,
+        "tokens_flat": flat,
+        "token_ratio": packed / flat if flat else 1.0,
         "packed_fill": packed / capacity if capacity else 0.0,
-        "padded_waste": 1 - packed / padded if padded else 0.0,
+        "padded_waste": 1 - flat / padded if padded else 0.0,
     }

@@ -51,14 +51,24 @@ class OptimConfig:
     warmup_steps: int = 0
 
 
+PACKINGS = ("auto", "tree", "flat")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 1000  # upper bound; `minutes` usually ends the run first
     minutes: float | None = None  # wall-clock budget for rollouts + updates (evaluation not counted)
     users_per_step: int = 2
-    token_budget: int = 4096  # tokens per packed micro-batch stream
+    token_budget: int = 4096  # tokens per packed micro-batch stream (unique tokens with tree packing)
+    # tree: shared prompt prefixes computed once (coars_fast/rollout/tree_packing.py); flat: every turn
+    # its own sequence; auto: the one measured faster on the device (tree on CPU, flat on CUDA)
+    packing: str = "auto"
     peers: bool = True  # show the User agent peer evidence p_t (and use q_t in its reward)
     seed: int = 0
+
+    def __post_init__(self):
+        if self.packing not in PACKINGS:
+            raise ValueError(f"packing must be one of {', '.join(PACKINGS)}, got {self.packing!r}")
 
 
 @dataclass(frozen=True)

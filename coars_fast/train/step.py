@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 
 from coars_fast.kernels import coars_loss
-from coars_fast.models.packed_attention import packed_attention
+from coars_fast.models.packed_attention import packed_attention, tree_attention
 from coars_fast.rollout.packing import PackedBatch, PackedStream
 from coars_fast.train.config import LossConfig
 
@@ -23,9 +23,14 @@ def decoder_and_head(model):
 
 
 def response_hidden(decoder, stream: PackedStream) -> torch.Tensor:
-    """Hidden states [R, D] at the stream's response rows. No attention mask and position ids that
-    restart per sequence: sequences attend only within themselves (see packed_attention)."""
-    with packed_attention(decoder, stream.cu_seqlens, stream.max_seqlen) as attention_kwargs:
+    """Hidden states [R, D] at the stream's response rows. A flat stream has no attention mask and
+    position ids that restart per sequence: sequences attend only within themselves (see
+    packed_attention). A token tree attends along its branches (tree_attention)."""
+    if stream.subtree_end is not None:
+        attention = tree_attention(decoder, stream.subtree_end)
+    else:
+        attention = packed_attention(decoder, stream.cu_seqlens, stream.max_seqlen)
+    with attention as attention_kwargs:
         out = decoder(input_ids=stream.input_ids[None], position_ids=stream.position_ids[None], use_cache=False,
                       **attention_kwargs)
     return out.last_hidden_state[0, stream.rows]

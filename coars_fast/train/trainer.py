@@ -3,7 +3,8 @@
     for each step:
         episodes <- a seeded sample of training users, G sampled episodes each
         rewards  <- Eq. 7 / 8 per turn; teacher prompts <- the same prompts plus hindsight
-        batches  <- first-fit-decreasing packing of every agent turn (no padding)
+        batches  <- every agent turn packed without padding: token trees that compute each shared
+                    prompt prefix once (CPU default), or one flat sequence per turn
         loss     <- coars_loss on teacher/student hidden states of the response rows, per agent
         one optimizer step over the `rec` and `user` adapters; checkpoint; log
 """
@@ -30,7 +31,8 @@ from coars_fast.errors import ConfigError, TrainingError
 from coars_fast.evaluation import EvalSettings, evaluate, write_result
 from coars_fast.kernels import active_backend
 from coars_fast.models import add_agent_adapters, load_agent_adapters, load_model
-from coars_fast.rollout import Agents, PeerIndex, collect, pack, padding_report
+from coars_fast.models.packed_attention import flex_attention_available
+from coars_fast.rollout import Agents, PeerIndex, collect, pack, pack_trees, padding_report
 from coars_fast.train.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from coars_fast.train.config import Config, to_dict
 from coars_fast.train.logbook import Logbook
@@ -49,6 +51,18 @@ def seed_step(seed: int, step: int) -> int:
     return value
 
 
+def packer(packing: str, device: torch.device):
+    """`pack_trees` or `pack` for `train.packing` on `device` ("auto": the faster one measured there,
+    docs/RESULTS.md; CUDA stays flat until tree packing is measured on it)."""
+    if packing == "auto":
+        packing = "flat" if device.type == "cuda" else "tree"
+    if packing == "tree" and device.type == "cuda" and not flex_attention_available(device):
+        raise ConfigError("train.packing=tree on CUDA needs torch's flex attention, which this torch lacks; "
+                          "use train.packing=flat")
+    log.info("packing: %s", packing)
+    return pack_trees if packing == "tree" else pack
+
+
 class Trainer:
     def __init__(self, config: Config, run_dir: Path, resume: bool = False, progress: bool = True):
         self.config, self.run_dir, self.progress = config, run_dir, progress
@@ -61,6 +75,7 @@ class Trainer:
         self.candidates = CandidateBuilder(self.dataset, data.candidates, data.num_candidates, data.seed, self.sasrec)
         base, tokenizer = load_model(config.model.name, config.model.device)
         self.device = next(base.parameters()).device
+        self.pack = packer(config.train.packing, self.device)
         checkpoint = latest_checkpoint(run_dir) if resume else None
         if resume and checkpoint is None:
             raise ConfigError(f"--resume: no complete checkpoint under {run_dir / 'checkpoints'}")
@@ -115,7 +130,7 @@ class Trainer:
         rollout = collect(self.sampler, self.dataset, episodes, self.candidates.build(episodes), cfg.rollout,
                           cfg.reward, self.peers)
         rolled = time.perf_counter()
-        batches = pack(rollout.samples, cfg.train.token_budget)
+        batches = self.pack(rollout.samples, cfg.train.token_budget)
         self.model.train()
         stats = accumulate_gradients(self.model, batches, cfg.loss, cfg.generation.temperature, self.device) if batches else {}
         norms = clip_and_step(self.param_groups, self.optimizer, self.scheduler, cfg.optim.grad_clip) if batches else {}
