@@ -1,0 +1,109 @@
+"""The update of one training step's turns with shared-prefix (token tree) packing against flat
+packing (every turn its own sequence: what TRL and verl do for multi-turn rollouts, without padding).
+Also a command line (`python bench/tree_packing_cases.py packing IMPL SIZE float32`) that runs one
+side in a fresh process and prints its peak extra resident memory (see measure.py).
+
+The turns are those of a default CPU training step: 2 LastFM training users x G=2 sampled episodes
+x up to 5 turns of both agents, with the real prompts (history, 20 candidates, memory) and
+hindsight teachers, played with grounded sampling (32-token reasons). A tiny random model with the
+real tokenizer plays them (seconds, not the 30 s of the real one); every turn is kept, none dropped
+by the exclusion rule. They are cached per size, so the memory runs in fresh processes pack the
+very same turns.
+
+The model has the embedded SmolLM2-135M's shape (width, heads, vocabulary) with 6 of its 30 layers,
+so a round takes seconds on 2 CPU cores; both sides run the same `accumulate_gradients` with the
+CPU preset's token budget (1,024 tokens per stream), fp32.
+"""
+import json
+import sys
+
+import torch
+
+from coars_fast.cache import atomic_write, cache_dir
+from coars_fast.models.lora import add_agent_adapters
+from coars_fast.rollout import TurnSample, pack, pack_trees
+from coars_fast.train.config import LossConfig
+from coars_fast.train.step import accumulate_gradients
+from measure import rss_high_water
+
+SIZES = {
+    "cpu": dict(hidden=576, layers=6, heads=9, kv_heads=3, intermediate=1536, users=2, group=2, turns=5,
+                reason_tokens=32, budget=1024),
+    "smoke": dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, users=1, group=2, turns=2,
+                  reason_tokens=4, budget=512),
+}
+SEED = 0
+
+
+def default_step_turns(size: str) -> list[TurnSample]:
+    """A default step's turns on real LastFM episodes (see the module docstring), cached per size."""
+    path = cache_dir("bench") / f"tree-packing-turns-{size}-seed{SEED}.json"
+    if path.is_file():
+        return [TurnSample(**{k: tuple(v) if isinstance(v, list) else v for k, v in t.items()})
+                for t in json.loads(path.read_text())]
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from coars_fast.data import load_dataset, resolve_data_dir
+    from coars_fast.data.candidates import CandidateBuilder
+    from coars_fast.env.rewards import RewardSettings
+    from coars_fast.models import GenerationSettings
+    from coars_fast.models.loading import embedded_model_dir
+    from coars_fast.rollout import Agents, RolloutSettings, collect
+
+    s = SIZES[size]
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
+    torch.manual_seed(SEED)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id)
+    player = LlamaForCausalLM(config).eval().requires_grad_(False)
+    player.generation_config.eos_token_id = tokenizer.eos_token_id
+    lastfm = load_dataset("lastfm", resolve_data_dir())
+    train = lastfm.split("train")
+    episodes = [train[i] for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(SEED))[: s["users"]]]
+    agents = Agents(player, tokenizer, GenerationSettings(greedy=False, temperature=1.0, max_new_tokens=64,
+                                                          batch_size=16, reason_tokens=s["reason_tokens"]))
+    rollout = collect(agents, lastfm, episodes, CandidateBuilder(lastfm).build(episodes),
+                      RolloutSettings(group_size=s["group"], max_turns=s["turns"]),
+                      RewardSettings(exclude_unlogged_positive=False))
+    atomic_write(path, lambda p: p.write_text(json.dumps([t.__dict__ for t in rollout.samples])))
+    return rollout.samples
+
+
+def make_inputs(size):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    s = SIZES[size]
+    samples = default_step_turns(size)
+    torch.manual_seed(SEED)
+    config = LlamaConfig(vocab_size=49152, hidden_size=s["hidden"], intermediate_size=s["intermediate"],
+                         num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
+                         num_key_value_heads=s["kv_heads"], max_position_embeddings=8192, tie_word_embeddings=True,
+                         attn_implementation="sdpa")
+    model = add_agent_adapters(LlamaForCausalLM(config).requires_grad_(False))
+    for name, p in model.named_parameters():  # LoRA B starts at 0; make the adapters non-trivial
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+        if "lora_" in name:
+            p.requires_grad_(True)
+    model.train()
+    return {"model": model, "samples": samples, "size": s, "device": torch.device("cpu")}
+
+
+def _update(packer):
+    def run(x):
+        model = x["model"]
+        model.zero_grad(set_to_none=True)
+        batches = packer(x["samples"], x["size"]["budget"])
+        stats = accumulate_gradients(model, batches, LossConfig(), 1.0, x["device"])
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return sum(v for k, v in stats.items() if k.startswith("loss_")), grads
+    return run
+
+
+IMPLEMENTATIONS = {"packing": {"tree": _update(pack_trees), "flat": _update(pack)}}
+
+
+if __name__ == "__main__":
+    case, impl, size, _dtype = sys.argv[1:5]
+    print(json.dumps({"peak_extra_bytes": rss_high_water(IMPLEMENTATIONS[case][impl], make_inputs(size))}))
