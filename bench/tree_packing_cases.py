@@ -3,16 +3,18 @@ packing (every turn its own sequence: what TRL and verl do for multi-turn rollou
 Also a command line (`python bench/tree_packing_cases.py packing IMPL SIZE float32`) that runs one
 side in a fresh process and prints its peak extra resident memory (see measure.py).
 
-The turns are those of a default CPU training step: 2 LastFM training users x G=2 sampled episodes
-x up to 5 turns of both agents, with the real prompts (history, 20 candidates, memory) and
+The turns are those of one training user of a default CPU step (the preset takes 2): G=2 sampled
+episodes x up to 5 turns of both agents, with the real prompts (history, 20 candidates, memory) and
 hindsight teachers, played with grounded sampling (32-token reasons). A tiny random model with the
 real tokenizer plays them (seconds, not the 30 s of the real one); every turn is kept, none dropped
 by the exclusion rule. They are cached per size, so the memory runs in fresh processes pack the
 very same turns.
 
-The model has the embedded SmolLM2-135M's shape (width, heads, vocabulary) with 6 of its 30 layers,
-so a round takes seconds on 2 CPU cores; both sides run the same `accumulate_gradients` with the
-CPU preset's token budget (1,024 tokens per stream), fp32.
+The model has the embedded SmolLM2-135M's shape (width, heads, vocabulary) with 2 of its 30 layers,
+so the case fits the bench's time on 2 CPU cores; the loss
+over the 49,152-token vocabulary costs both sides alike, so fewer layers understate the tree's gain
+(scripts/packing_update_time.py measures the full model). Both sides run the same
+`accumulate_gradients` with the CPU preset's token budget (1,024 tokens per stream), fp32.
 """
 import json
 import sys
@@ -27,7 +29,7 @@ from coars_fast.train.step import accumulate_gradients
 from measure import rss_high_water
 
 SIZES = {
-    "cpu": dict(hidden=576, layers=6, heads=9, kv_heads=3, intermediate=1536, users=2, group=2, turns=5,
+    "cpu": dict(hidden=576, layers=2, heads=9, kv_heads=3, intermediate=1536, users=1, group=2, turns=5,
                 reason_tokens=32, budget=1024),
     "smoke": dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, users=1, group=2, turns=2,
                   reason_tokens=4, budget=512),
