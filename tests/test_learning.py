@@ -21,7 +21,7 @@ import torch
 from coars_fast.data.dataset import Dataset, Episode, Item
 from coars_fast.env.rewards import RewardSettings
 from coars_fast.models import GenerationSettings, LoraSettings, add_agent_adapters
-from coars_fast.rollout import Agents, RolloutSettings, collect, make_states, pack, run_episodes
+from coars_fast.rollout import Agents, RolloutSettings, collect, make_states, pack_trees, run_episodes
 from coars_fast.train.config import LossConfig
 from coars_fast.train.step import accumulate_gradients, adapter_parameters, clip_and_step
 from helpers import tiny_llama
@@ -87,7 +87,7 @@ def train(steps: int, sign: int, seed: int = SEED):
         rollout = collect(sampler, dataset, [train_eps[i] for i in chosen], [train_cands[i] for i in chosen], settings, rewards)
         samples = [replace(s, reward=sign * s.reward) for s in rollout.samples]
         model.train()
-        accumulate_gradients(model, pack(samples, 4096), LossConfig(), 1.0, torch.device("cpu"))
+        accumulate_gradients(model, pack_trees(samples, 4096), LossConfig(), 1.0, torch.device("cpu"))
         clip_and_step(groups, optimizer, scheduler, 1.0)
         curve.append(rollout.stats["train_hit_at_1"])  # sampled episodes that hit: what the reward pays for
     model.eval()
