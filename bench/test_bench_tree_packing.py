@@ -20,7 +20,8 @@ def test_tree_vs_flat_packing_update(benchmark, smoke):
     assert abs(loss_tree - loss_flat) <= 1e-4 * max(1.0, abs(loss_flat)) and worst <= 1e-4
 
     budget = x["size"]["budget"]
-    tree, flat = padding_report(pack_trees(x["samples"], budget), budget), padding_report(pack(x["samples"], budget), budget)
+    tree = padding_report(pack_trees(x["samples"], budget["tree"]), budget["tree"])
+    flat = padding_report(pack(x["samples"], budget["flat"]), budget["flat"])
     rounds = 1 if smoke else 2
     times = interleaved_medians(impls, x, rounds, warmup=0, device=x["device"])  # warmed by the agreement check
     benchmark.pedantic(impls["tree"], args=(x,), rounds=1, iterations=1)  # the ratios come from `times`
@@ -34,7 +35,7 @@ def test_tree_vs_flat_packing_update(benchmark, smoke):
                      peak_extra_mb=round(memory["flat"] / 2**20, 1), memory_vs_flat=1.0),
     }
     benchmark.extra_info.update(case="packing", size=x["size"], turns=len(x["samples"]), results=rows)
-    print(f"update of {len(x['samples'])} turns ({size}, fp32, token budget {budget}, median of {rounds}):")
+    print(f"update of {len(x['samples'])} turns ({size}, fp32, token budgets {budget}, median of {rounds}):")
     for name, row in rows.items():
         print(f"  {name:5s} " + "  ".join(f"{k}={v}" for k, v in row.items()))
     assert tree["tokens"] < flat["tokens"]

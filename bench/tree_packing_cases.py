@@ -14,7 +14,9 @@ The model has the embedded SmolLM2-135M's shape (width, heads, vocabulary) with 
 so the case fits the bench's time on 2 CPU cores; the loss
 over the 49,152-token vocabulary costs both sides alike, so fewer layers understate the tree's gain
 (scripts/packing_update_time.py measures the full model). Both sides run the same
-`accumulate_gradients` with the CPU preset's token budget (1,024 tokens per stream), fp32.
+`accumulate_gradients`, fp32, each at its best CPU token budget (measured with the full model): tree
+packing at the CPU preset's 2,048 unique tokens per stream, flat packing at 1,024 (at 2,048 its
+dense attention makes it 1.17x slower).
 """
 import json
 import sys
@@ -30,16 +32,18 @@ from measure import rss_high_water
 
 SIZES = {
     "cpu": dict(hidden=576, layers=2, heads=9, kv_heads=3, intermediate=1536, users=1, group=2, turns=5,
-                reason_tokens=32, budget=1024),
+                reason_tokens=32, budget={"tree": 2048, "flat": 1024}),
     "smoke": dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, users=1, group=2, turns=2,
-                  reason_tokens=4, budget=512),
+                  reason_tokens=4, budget={"tree": 512, "flat": 512}),
 }
 SEED = 0
 
 
 def default_step_turns(size: str) -> list[TurnSample]:
     """A default step's turns on real LastFM episodes (see the module docstring), cached per size."""
-    path = cache_dir("bench") / f"tree-packing-turns-{size}-seed{SEED}.json"
+    s = SIZES[size]
+    key = f"u{s['users']}-g{s['group']}-t{s['turns']}-r{s['reason_tokens']}-seed{SEED}"
+    path = cache_dir("bench") / f"tree-packing-turns-{size}-{key}.json"
     if path.is_file():
         return [TurnSample(**{k: tuple(v) if isinstance(v, list) else v for k, v in t.items()})
                 for t in json.loads(path.read_text())]
@@ -52,7 +56,6 @@ def default_step_turns(size: str) -> list[TurnSample]:
     from coars_fast.models.loading import embedded_model_dir
     from coars_fast.rollout import Agents, RolloutSettings, collect
 
-    s = SIZES[size]
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
     torch.manual_seed(SEED)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -92,18 +95,18 @@ def make_inputs(size):
     return {"model": model, "samples": samples, "size": s, "device": torch.device("cpu")}
 
 
-def _update(packer):
+def _update(name, packer):
     def run(x):
         model = x["model"]
         model.zero_grad(set_to_none=True)
-        batches = packer(x["samples"], x["size"]["budget"])
+        batches = packer(x["samples"], x["size"]["budget"][name])
         stats = accumulate_gradients(model, batches, LossConfig(), 1.0, x["device"])
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         return sum(v for k, v in stats.items() if k.startswith("loss_")), grads
     return run
 
 
-IMPLEMENTATIONS = {"packing": {"tree": _update(pack_trees), "flat": _update(pack)}}
+IMPLEMENTATIONS = {"packing": {"tree": _update("tree", pack_trees), "flat": _update("flat", pack)}}
 
 
 if __name__ == "__main__":
