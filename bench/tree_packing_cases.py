@@ -7,8 +7,9 @@ The turns are those of one training user of a default CPU step (the preset takes
 episodes x up to 5 turns of both agents, with the real prompts (history, 20 candidates, memory) and
 hindsight teachers, played with grounded sampling (32-token reasons). A tiny random model with the
 real tokenizer plays them (seconds, not the 30 s of the real one); every turn is kept, none dropped
-by the exclusion rule. They are cached per size, so the memory runs in fresh processes pack the
-very same turns.
+by the exclusion rule. The real size's turns ship in bench/data/ (playing them takes minutes; delete
+the file to play them again); others are cached, so the memory runs in fresh processes pack the very
+same turns.
 
 The model has the embedded SmolLM2-135M's shape (width, heads, vocabulary) with 2 of its 30 layers,
 so the case fits the bench's time on 2 CPU cores; the loss
@@ -20,6 +21,7 @@ dense attention makes it 1.17x slower).
 """
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -43,7 +45,8 @@ def default_step_turns(size: str) -> list[TurnSample]:
     """A default step's turns on real LastFM episodes (see the module docstring), cached per size."""
     s = SIZES[size]
     key = f"u{s['users']}-g{s['group']}-t{s['turns']}-r{s['reason_tokens']}-seed{SEED}"
-    path = cache_dir("bench") / f"tree-packing-turns-{size}-{key}.json"
+    shipped = Path(__file__).with_name("data") / f"tree-packing-turns-{size}-{key}.json"
+    path = shipped if shipped.is_file() else cache_dir("bench") / shipped.name  # generating takes minutes
     if path.is_file():
         return [TurnSample(**{k: tuple(v) if isinstance(v, list) else v for k, v in t.items()})
                 for t in json.loads(path.read_text())]
