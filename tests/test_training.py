@@ -148,6 +148,18 @@ def test_packing_setting():
         load_config("cpu", ["train.packing=trie"])
 
 
+def test_float_keys_take_the_notations_people_write(tmp_path):
+    """YAML 1.1 reads 5e-5 as a string; the README's own `--set optim.lr=5e-5` must work."""
+    assert load_config("cpu", ["optim.lr=5e-5"]).optim.lr == 5e-5
+    assert load_config("cpu", ["loss.distill_coef=1E-4"]).loss.distill_coef == 1e-4
+    assert load_config("cpu", ["loss.distill_coef=.5"]).loss.distill_coef == 0.5
+    (tmp_path / "lr.yaml").write_text("optim: {lr: 5e-5, weight_decay: 1_000.0}\n")
+    config = load_config(tmp_path / "lr.yaml")
+    assert config.optim.lr == 5e-5 and config.optim.weight_decay == 1000.0
+    with pytest.raises(ConfigError, match="config key 'optim.lr' expects float, got 'fast'"):
+        load_config("cpu", ["optim.lr=fast"])
+
+
 def test_config_mistakes_name_the_key(tmp_path, capsys):
     with pytest.raises(ConfigError, match="unknown config key 'optim.grad_clp'; did you mean 'optim.grad_clip'"):
         load_config("cpu", ["optim.grad_clp=1"])

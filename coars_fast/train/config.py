@@ -131,6 +131,11 @@ def _coerce(value, kind, key: str):
     elif kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 5e-5 and 1E-4 (no dot) as strings
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
     elif kind is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
