@@ -105,18 +105,24 @@ def first_fit_decreasing(sizes: Sequence[int], budget: int) -> list[list[int]]:
     return bins
 
 
-def pack(samples: Sequence[TurnSample], token_budget: int) -> list[PackedBatch]:
-    """Micro-batches per agent; token weights make each agent's loss a mean over its turns."""
+def flat_bins(samples: Sequence[TurnSample], token_budget: int) -> list[list[int]]:
+    return first_fit_decreasing([sequence_tokens(s) for s in samples], token_budget)
+
+
+def pack(samples: Sequence[TurnSample], token_budget: int, bins=flat_bins, stream=_stream) -> list[PackedBatch]:
+    """Micro-batches per agent; token weights make each agent's loss a mean over its turns.
+    `bins` groups an agent's turns under the budget and `stream` lays a group's sequences out: flat
+    here, token trees in tree_packing.pack_trees."""
     batches = []
     for agent in sorted({s.agent for s in samples}):
         mine = [s for s in samples if s.agent == agent]
-        for members in first_fit_decreasing([sequence_tokens(s) for s in mine], token_budget):
+        for members in bins(mine, token_budget):
             chosen = [mine[i] for i in members]
             responses = [s.response_ids for s in chosen]
             batches.append(PackedBatch(
                 agent=agent,
-                student=_stream([s.prompt_ids for s in chosen], responses),
-                teacher=_stream([s.teacher_prompt_ids for s in chosen], responses),
+                student=stream([s.prompt_ids for s in chosen], responses),
+                teacher=stream([s.teacher_prompt_ids for s in chosen], responses),
                 **batch_labels(chosen, len(mine)),
             ))
     return batches

@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from coars_fast.rollout.collector import TurnSample
-from coars_fast.rollout.packing import PackedBatch, PackedStream, batch_labels, first_fit_decreasing
+from coars_fast.rollout.packing import PackedBatch, PackedStream, first_fit_decreasing, pack
 
 
 @dataclass
@@ -121,16 +121,5 @@ def _bins(samples: Sequence[TurnSample], budget: int) -> list[list[int]]:
 
 def pack_trees(samples: Sequence[TurnSample], token_budget: int) -> list[PackedBatch]:
     """Like `pack`, with each stream a token tree of at most `token_budget` unique tokens."""
-    batches = []
-    for agent in sorted({s.agent for s in samples}):
-        mine = [s for s in samples if s.agent == agent]
-        for members in _bins(mine, token_budget):
-            chosen = [mine[i] for i in sorted(members)]
-            responses = [s.response_ids for s in chosen]
-            batches.append(PackedBatch(
-                agent=agent,
-                student=tree_stream([s.prompt_ids for s in chosen], responses),
-                teacher=tree_stream([s.teacher_prompt_ids for s in chosen], responses),
-                **batch_labels(chosen, len(mine)),
-            ))
-    return batches
+    return pack(samples, token_budget, bins=lambda mine, budget: [sorted(b) for b in _bins(mine, budget)],
+                stream=tree_stream)
