@@ -76,6 +76,7 @@ setup(
         "tqdm>=4.60",
         "pyyaml>=6.0",
         "tensorboard>=2.15",
+        "matplotlib>=3.8",  # coars-fast report
     ],
     extras_require={
         "dev": [

@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", type=Path, help="run folder (default: runs/<dataset>-<time>)")
     tr.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     tr.set_defaults(run=cmd_train)
+
+    rep = commands.add_parser("report", help="figures and a markdown summary of one or several training runs")
+    rep.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders (several are overlaid)")
+    rep.add_argument("--names", help="comma-separated legend names, one per run (default: the folder names)")
+    rep.add_argument("--out", type=Path, help="output folder (default: RUN/report for one run, "
+                     "runs/report-<time> for several)")
+    rep.set_defaults(run=cmd_report)
     return parser
 
 
@@ -177,7 +184,18 @@ def cmd_train(args) -> None:
     print(f"run folder: {run_dir}")
     summary = Trainer(config, run_dir, resume=args.resume is not None).run()
     print(format_summary(summary))
-    print(f"written: {run_dir / 'summary.json'}, metrics in {run_dir / 'metrics.jsonl'}")
+    from coars_fast.report import write_report
+
+    report = write_report([run_dir], run_dir / "report")
+    print(f"written: {run_dir / 'summary.json'}, metrics in {run_dir / 'metrics.jsonl'}, report in {report}")
+
+
+def cmd_report(args) -> None:
+    from coars_fast.report import write_report
+
+    names = [n.strip() for n in args.names.split(",")] if args.names else None
+    out = args.out or (args.runs[0] / "report" if len(args.runs) == 1 else Path("runs") / f"report-{time.strftime('%Y%m%d-%H%M%S')}")
+    print(f"written: {write_report(args.runs, out, names)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,7 +118,8 @@ def test_cli_train_end_to_end(tiny_model_dir, cyclic_dir, tmp_path, capsys):
     out = tmp_path / "cli"
     code = main(["train", "--dataset", "jsonl", "--data-dir", str(cyclic_dir), "--model", str(tiny_model_dir),
                  "--steps", "2", "--eval-users", "2", "--set", "eval.f1_users=1", "--set", "generation.max_new_tokens=6",
-                 "--set", "rollout.max_turns=2", "--set", "train.minutes=null", "--out", str(out)])
+                 "--set", "rollout.max_turns=2", "--set", "train.minutes=null", "--set", "eval.every=1",
+                 "--set", "eval.curve_users=2", "--set", "eval.curve_f1_users=1", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "zero-shot memory loop" in printed and "CoARS (trained)" in printed and "sasrec" in printed
@@ -132,6 +133,15 @@ def test_cli_train_end_to_end(tiny_model_dir, cyclic_dir, tmp_path, capsys):
     assert train_records[-1]["tokens"] < train_records[-1]["tokens_flat"]
     assert train_records[-1]["token_ratio"] == pytest.approx(train_records[-1]["tokens"] / train_records[-1]["tokens_flat"])
     assert (out / "tensorboard").is_dir()
+    # the learning curve: steps 0, 1, 2 on the fixed validation subset, and the report written at the end
+    val = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"val"' in l]
+    assert [r["step"] for r in val] == [0, 1, 2] and all(r["episodes"] == 2 for r in val)
+    assert {"hit_at_1", "hit_ci_low", "hit_ci_high", "valid_ratio", "user_f1"} <= set(val[0])
+    assert (out / "validation" / "step-000002" / "transcripts.jsonl").is_file()
+    report = (out / "report" / "REPORT.md").read_text()
+    assert "zero-shot (before training)" in report and "| cli | 2 |" in report
+    for name in ("report_by_step.png", "report_by_minutes.png"):
+        assert (out / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from peft import PeftConfig
 
     assert PeftConfig.from_pretrained(out / "checkpoints" / "step-000002" / "adapters" / "rec").r == 16

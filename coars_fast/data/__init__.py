@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from coars_fast.data import instruments, jsonl, lastfm, movielens
+from coars_fast.data import instruments, jsonl, lastfm, movielens, synthetic
 from coars_fast.data.dataset import HISTORY_LEN, MIN_HISTORY, Dataset, Episode, Item
 from coars_fast.data.files import resolve_data_dir
 from coars_fast.errors import DataError
@@ -15,6 +15,7 @@ LOADERS = {
     "movielens": movielens.load,
     "instruments": instruments.load,
     "jsonl": jsonl.load,
+    "synthetic": None,  # generated, no files (coars_fast/data/synthetic.py)
 }
 DATASETS = tuple(LOADERS)
 
@@ -24,12 +25,16 @@ def load_dataset(
     data_dir: str | os.PathLike | None = None,
     history_len: int = HISTORY_LEN,
     min_history: int = MIN_HISTORY,
+    synthetic_settings: synthetic.SyntheticSettings | None = None,
 ) -> Dataset:
-    """Load a dataset by name from `data_dir` (else $COARS_FAST_DATA, else ~/.cache/coars_fast/data)."""
+    """Load a dataset by name from `data_dir` (else $COARS_FAST_DATA, else ~/.cache/coars_fast/data);
+    `synthetic` is generated from `synthetic_settings` (default: the benchmark's defaults)."""
     if name not in LOADERS:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
     if history_len < 1 or min_history < 1:
         raise DataError(f"history_len and min_history must be >= 1, got {history_len} and {min_history}")
+    if name == "synthetic":
+        return synthetic.generate(synthetic_settings or synthetic.SyntheticSettings(), history_len, min_history)
     folder: Path = resolve_data_dir(data_dir)
     if not folder.is_dir():
         raise DataError(

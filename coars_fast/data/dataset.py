@@ -52,6 +52,9 @@ class Dataset:
     source_rows: dict[str, int] = field(default_factory=dict)
     # Items whose title is a placeholder (e.g. an ASIN), when real titles are missing.
     untitled: frozenset[int] = frozenset()
+    # Ground-truth likes per user, where the data knows them (synthetic): user-agent F1 then scores
+    # against them instead of "the next items vs items never touched".
+    user_likes: dict[str, frozenset[int]] = field(default_factory=dict)
 
     @property
     def num_items(self) -> int:

@@ -18,6 +18,7 @@ DOMAINS = {
     "lastfm": Domain("music artist", "listened to"),
     "movielens": Domain("movie", "watched"),
     "instruments": Domain("musical instrument product", "bought"),
+    "synthetic": Domain("album", "listened to"),
 }
 GENERIC = Domain("item", "interacted with")
 

@@ -37,20 +37,23 @@ def preference_cases(dataset: Dataset, n: int, seed: int = 0, history_len: int =
         seq = dataset.user_sequences[user]
         cut = len(seq) - FUTURE
         history = tuple(seq[:cut][-history_len:])
-        positives = tuple(dict.fromkeys(i for i in seq[cut:] if i not in history))
-        seen = frozenset(seq)
-        episode = Episode(f"f1/{user}", user, history, seq[cut], seen)
-        cases.append(PreferenceCase(episode, positives, _negatives(dataset, episode, positives, seed)))
+        likes = dataset.user_likes.get(user)
+        # with known likes (synthetic), a future item outside them is noise, not a preference
+        positives = tuple(dict.fromkeys(i for i in seq[cut:] if i not in history and (likes is None or i in likes)))
+        episode = Episode(f"f1/{user}", user, history, seq[cut], frozenset(seq))
+        excluded = episode.seen | (likes or frozenset())  # negatives: never touched, and not liked
+        cases.append(PreferenceCase(episode, positives, _negatives(dataset, episode.episode_id, excluded, positives, seed)))
     return cases
 
 
-def _negatives(dataset: Dataset, episode: Episode, positives: Sequence[int], seed: int) -> tuple[int, ...]:
-    rng = episode_rng(seed, "negatives/" + episode.episode_id)
+def _negatives(dataset: Dataset, episode_id: str, excluded: frozenset[int], positives: Sequence[int],
+               seed: int) -> tuple[int, ...]:
+    rng = episode_rng(seed, "negatives/" + episode_id)
     keys = {title_key(dataset.title(i)) for i in positives}
     chosen = []
     for item in rng.permutation(dataset.num_items):
         key = title_key(dataset.title(int(item)))
-        if int(item) not in episode.seen and key not in keys:
+        if int(item) not in excluded and key not in keys:
             chosen.append(int(item))
             keys.add(key)
             if len(chosen) == NEGATIVES:

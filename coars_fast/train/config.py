@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from coars_fast.data.synthetic import SyntheticSettings
 from coars_fast.env.rewards import RewardSettings
 from coars_fast.errors import ConfigError
 from coars_fast.models.generation import GenerationSettings
@@ -34,6 +35,7 @@ class DataConfig:
     candidates: str = "random"
     num_candidates: int = 20
     seed: int = 0
+    synthetic: SyntheticSettings = SyntheticSettings()  # the generator's knobs (dataset synthetic only)
 
 
 @dataclass(frozen=True)
@@ -73,10 +75,19 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    num_users: int = 16
+    num_users: int = 16  # the full evaluations before and after training
     f1_users: int = 8
-    every: int = 0  # steps between evaluations (0: only before and after training)
     initial: bool = True  # evaluate the untrained agents (the zero-shot memory loop) first
+    # Periodic validation (the learning curve): every `every` steps, and at steps 0 and last, the
+    # agents play a fixed seeded subset of `curve_users` validation episodes (greedy, batched) and
+    # `curve_f1_users` users answer the F1 protocol; 0 turns it off.
+    every: int = 0
+    curve_users: int = 100
+    curve_f1_users: int = 20
+
+    def __post_init__(self):
+        if min(self.num_users, self.curve_users) < 1 or min(self.f1_users, self.curve_f1_users, self.every) < 0:
+            raise ValueError("num_users and curve_users must be >= 1; f1_users, curve_f1_users and every >= 0")
 
 
 @dataclass(frozen=True)

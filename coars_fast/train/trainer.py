@@ -69,7 +69,7 @@ class Trainer:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(run_dir / "config.yaml", lambda p: p.write_text(yaml.safe_dump(to_dict(config), sort_keys=False)))
         data = config.data
-        self.dataset = load_dataset(data.dataset, data.data_dir)
+        self.dataset = load_dataset(data.dataset, data.data_dir, synthetic_settings=data.synthetic)
         self.sasrec = sasrec.load_or_train(self.dataset, progress=progress)
         self.peers = PeerIndex(self.sasrec, self.dataset) if config.train.peers else None
         self.candidates = CandidateBuilder(self.dataset, data.candidates, data.num_candidates, data.seed, self.sasrec)
@@ -100,24 +100,39 @@ class Trainer:
         log.info("fused loss backend: %s on %s", active_backend(self.device), self.device)
 
     # -- evaluation ---------------------------------------------------------------------------------
-    def evaluate(self, label: str) -> dict:
+    def _play(self, users: int, f1_users: int, folder: Path) -> tuple[dict, dict]:
         cfg = self.config
         settings = EvalSettings(
-            split="val", num_users=cfg.eval.num_users, f1_users=cfg.eval.f1_users, max_turns=cfg.rollout.max_turns,
+            split="val", num_users=users, f1_users=f1_users, max_turns=cfg.rollout.max_turns,
             candidates=cfg.data.candidates, num_candidates=cfg.data.num_candidates, seed=cfg.data.seed,
         )
         self.model.eval()
         result = evaluate(self.greedy, self.dataset, settings, self.sasrec, self.peers, self.progress)
-        write_result(result, self.run_dir / f"eval-{label}")
+        write_result(result, folder)
+        agents = result["agents"]
         summary = {
-            "hit_at_1": result["agents"]["hit_at_1"], "valid_ratio": result["agents"]["valid_ratio"],
-            "mean_turns": result["agents"]["mean_turns"], "seconds": result["seconds"]["total"],
+            "hit_at_1": agents["hit_at_1"], "hit_ci_low": agents["ci95"][0], "hit_ci_high": agents["ci95"][1],
+            "valid_ratio": agents["valid_ratio"], "mean_turns": agents["mean_turns"], "episodes": agents["episodes"],
+            "seconds": result["seconds"]["total"],
             **({f"user_{k}": result["user_f1"][k] for k in ("precision", "recall", "f1")} if result["user_f1"] else {}),
         }
-        self.evals[label] = {**summary, "baselines": {m: b["hit_at_1"] for m, b in result["baselines"].items()},
-                             "episodes": result["agents"]["episodes"]}
+        return result, summary
+
+    def evaluate(self, label: str) -> dict:
+        """The full evaluation before or after training: eval-<label>/, an "eval" record."""
+        result, summary = self._play(self.config.eval.num_users, self.config.eval.f1_users, self.run_dir / f"eval-{label}")
+        self.evals[label] = {**summary, "baselines": {m: b["hit_at_1"] for m, b in result["baselines"].items()}}
         self.logbook.log("eval", self.step, summary)
         return result
+
+    def validate(self) -> dict:
+        """A point of the learning curve: the fixed validation subset, a "val" record."""
+        cfg = self.config.eval
+        _, summary = self._play(cfg.curve_users, cfg.curve_f1_users, self.run_dir / "validation" / f"step-{self.step:06d}")
+        self.logbook.log("val", self.step, summary)
+        log.info("validation at step %d: Hit@1 %.3f [%.3f, %.3f], ValidRatio %.3f", self.step, summary["hit_at_1"],
+                 summary["hit_ci_low"], summary["hit_ci_high"], summary["valid_ratio"])
+        return summary
 
     # -- one step -----------------------------------------------------------------------------------
     def train_step(self) -> dict | None:
@@ -149,6 +164,8 @@ class Trainer:
         cfg = self.config
         if cfg.eval.initial and "initial" not in self.evals:
             self.evaluate("initial")
+        if cfg.eval.every and self.step == 0:
+            self.validate()
         budget = cfg.train.minutes * 60 if cfg.train.minutes is not None else float("inf")
         bad = 0
         bar = self._progress_bar()
@@ -172,11 +189,13 @@ class Trainer:
                 continue
             bad = 0
             if cfg.eval.every and self.step % cfg.eval.every == 0:
-                self.evaluate(f"step-{self.step}")
+                self.validate()
             if self.step % cfg.checkpoint.every == 0:
                 self._checkpoint()
         bar.close()
         self._checkpoint()
+        if cfg.eval.every and self.step % cfg.eval.every:
+            self.validate()  # the curve's last point
         self.evaluate("final")
         self._checkpoint()  # with the final evaluation recorded
         summary = {"steps": self.step, "train_minutes": self.train_seconds / 60, "evals": self.evals}
