@@ -13,6 +13,60 @@ from pathlib import Path
 from coars_fast.errors import CoarsError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its mistakes reported like every other user error: one line, exit code 2."""
+
+    def error(self, message: str):
+        where = self.prog.removeprefix("coars-fast").strip()
+        self.exit(2, f"coars-fast: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
+
+
+def at_least(low: int):
+    """An argparse type: an integer >= low."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def check_paths(args) -> None:
+    """Paths named on the command line, checked before any data, SASRec or model is loaded."""
+    model = getattr(args, "model", None)
+    if model and model.startswith(("/", "./", "../", "~")) and not Path(model).expanduser().exists():
+        raise CoarsError(f"--model {model}: no such folder (a local model folder, or a Hugging Face id like org/name)")
+    adapters = getattr(args, "adapters", None)
+    if adapters is not None:
+        missing = [a for a in ("rec", "user") if not (adapters / a / "adapter_config.json").is_file()]
+        if missing:
+            raise CoarsError(f"--adapters {adapters}: no {' or '.join(m + '/adapter_config.json' for m in missing)} there "
+                             "(name a checkpoint's adapters/ folder, e.g. RUN/checkpoints/step-000020/adapters)")
+    for flag in ("json", "out"):
+        path = getattr(args, flag, None)
+        if path is None:
+            continue
+        if flag == "json" and not path.parent.is_dir():
+            raise CoarsError(f"--json {path}: folder {path.parent} does not exist")
+        if flag == "out" and path.exists() and not path.is_dir():
+            raise CoarsError(f"--out {path} is a file; name a folder")
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     from coars_fast.data import DATASETS
 
@@ -23,13 +77,13 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 def _add_candidate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="val", help="which split to score (default: val; LastFM: val_all for every history prefix)")
     p.add_argument("--candidates", default="random", choices=("random", "sasrec"), help="candidate-list mode")
-    p.add_argument("--num-candidates", type=int, default=20)
+    p.add_argument("--num-candidates", type=at_least(2), default=20, help="items per candidate list (default: 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the candidate lists")
-    p.add_argument("--limit", type=int, help="score only the first N episodes of the split")
+    p.add_argument("--limit", type=at_least(1), help="score only the first N episodes of the split")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coars-fast", description=__doc__)
+    parser = Parser(prog="coars-fast", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -50,11 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(ev)
     ev.add_argument("--split", default="val", help="split to evaluate (default: val; LastFM: val is one row per user, "
                     "the published protocol, val_all every history prefix)")
-    ev.add_argument("--num-users", type=int, default=200, help="episodes to play (a seeded sample of the split)")
-    ev.add_argument("--f1-users", type=int, help="users for the user-agent F1 protocol (default: --num-users; 0 skips)")
-    ev.add_argument("--turns", type=int, default=5, help="maximum turns per episode")
+    ev.add_argument("--num-users", type=at_least(1), default=200, help="episodes to play (a seeded sample of the split)")
+    ev.add_argument("--f1-users", type=at_least(0), help="users for the user-agent F1 protocol (default: --num-users; 0 skips)")
+    ev.add_argument("--turns", type=at_least(1), default=5, help="maximum turns per episode")
     ev.add_argument("--candidates", default="random", choices=("random", "sasrec"))
-    ev.add_argument("--num-candidates", type=int, default=20)
+    ev.add_argument("--num-candidates", type=at_least(2), default=20)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--no-peers", action="store_true", help="do not show the User agent peer evidence p_t")
     ev.add_argument("--free", action="store_true",
@@ -70,16 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--config", default="cpu", help="a YAML file or a built-in preset (default: cpu)")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key, e.g. optim.lr=5e-5")
     tr.add_argument("--model", help="Hugging Face id or local folder (config: model.name)")
-    tr.add_argument("--minutes", type=float, help="training wall-clock budget, evaluation not counted (config: train.minutes)")
-    tr.add_argument("--steps", type=int, help="maximum optimizer steps (config: train.steps)")
+    tr.add_argument("--minutes", type=positive_float, help="training wall-clock budget, evaluation not counted (config: train.minutes)")
+    tr.add_argument("--steps", type=at_least(1), help="maximum optimizer steps (config: train.steps)")
     tr.add_argument("--distill-coef", type=float, help="lambda of the self-distilled credit; 0 turns it off")
     tr.add_argument("--reward", choices=("interaction", "outcome"), help="interaction reward (Eq. 7/8) or sparse outcome")
     tr.add_argument("--train-agents", help="comma-separated agents to train: rec,user (default) or rec")
     tr.add_argument("--baseline", choices=("none", "group"), help="subtract the mean reward of a user's G episodes")
     tr.add_argument("--diagnosis", choices=("template", "self"), help="who writes the hindsight diagnosis")
-    tr.add_argument("--eval-users", type=int, help="validation episodes per evaluation (config: eval.num_users)")
+    tr.add_argument("--eval-users", type=at_least(1), help="validation episodes per evaluation (config: eval.num_users)")
     tr.add_argument("--out", type=Path, help="run folder (default: runs/<dataset>-<time>)")
     tr.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    tr.add_argument("--overwrite", action="store_true", help="start again in an --out folder that holds an earlier run "
+                    "(deleting it); without it such a folder is refused")
     tr.set_defaults(run=cmd_train)
 
     rep = commands.add_parser("report", help="figures and a markdown summary of one or several training runs")
@@ -95,8 +151,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="Hugging Face id or local folder (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--adapters", type=Path, help="folder with trained rec/ and user/ LoRA adapters (default: none)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=16, help="sequences per generation call")
+    p.add_argument("--max-new-tokens", type=at_least(1), default=64)
+    p.add_argument("--batch-size", type=at_least(1), default=16, help="sequences per generation call")
 
 
 def cmd_data_check(args) -> None:
@@ -174,6 +230,10 @@ def cmd_train(args) -> None:
     overrides = list(args.set) + [f"{key}={getattr(args, flag)}" for flag, key in TRAIN_FLAGS.items()
                                   if getattr(args, flag) is not None]
     if args.resume:
+        if args.out is not None and args.out.resolve() != args.resume.resolve():
+            raise CoarsError(f"--resume {args.resume} continues the run in that folder; drop --out {args.out}")
+        if args.overwrite:
+            raise CoarsError("--resume continues a run and --overwrite deletes it: give one of them")
         if not (args.resume / "config.yaml").is_file():
             raise CoarsError(f"--resume {args.resume}: no config.yaml there (not a coars-fast run folder)")
         config = load_config(args.resume / "config.yaml", overrides)
@@ -182,7 +242,7 @@ def cmd_train(args) -> None:
         config = load_config(args.config, overrides)
         run_dir = args.out or Path(config.out or f"runs/{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"run folder: {run_dir}")
-    summary = Trainer(config, run_dir, resume=args.resume is not None).run()
+    summary = Trainer(config, run_dir, resume=args.resume is not None, overwrite=args.overwrite).run()
     print(format_summary(summary))
     from coars_fast.report import write_report
 
@@ -205,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
     started = time.monotonic()
     try:
+        check_paths(args)
         args.run(args)
     except CoarsError as err:
         print(f"coars-fast: error: {err}", file=sys.stderr)

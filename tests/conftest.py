@@ -34,10 +34,9 @@ def private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("COARS_FAST_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-@pytest.fixture
-def cyclic_dataset(tmp_path):
+def make_cyclic(folder):
     """60 items; every user walks the cycle i -> i+1 from a random start: a sequential pattern
-    SASRec must learn and popularity cannot."""
+    SASRec must learn and popularity cannot. Written to `folder` in the generic jsonl format."""
     import random
 
     rng = random.Random(0)
@@ -47,7 +46,12 @@ def cyclic_dataset(tmp_path):
     for u in range(400):
         start, length = rng.randrange(n), rng.randrange(6, 14)
         sequences[f"u{u}"] = [f"i{(start + k) % n}" for k in range(length)]
-    return load_dataset("jsonl", write_jsonl(tmp_path / "cyclic", items, sequences))
+    return write_jsonl(folder, items, sequences)
+
+
+@pytest.fixture
+def cyclic_dataset(tmp_path):
+    return load_dataset("jsonl", make_cyclic(tmp_path / "cyclic"))
 
 
 @pytest.fixture(scope="session")

@@ -43,10 +43,27 @@ def test_missing_data_directory_names_it(tmp_path):
 
 
 def test_missing_file_names_path_and_content(tmp_path):
+    (tmp_path / "movielens" / "ml-100k").mkdir(parents=True)
     with pytest.raises(DataError) as err:
         load_dataset("movielens", tmp_path)
     assert str(tmp_path / "movielens" / "ml-100k" / "u.item") in str(err.value)
-    assert "movie list" in str(err.value)
+    assert "movie list" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_data_dir_inside_the_layout_says_to_name_the_root(tmp_path):
+    """--data-dir .../movielens/ml-100k (the folder holding u.item) is a common slip."""
+    inner = tmp_path / "movielens" / "ml-100k"
+    inner.mkdir(parents=True)
+    with pytest.raises(DataError, match="has no movielens/ folder: --data-dir .* must be the folder that holds movielens/"):
+        load_dataset("movielens", inner)
+
+
+def test_no_training_episodes_is_one_clear_line(tmp_path, capsys):
+    """Every user with a single item: nothing to train SASRec on (was a dtype traceback inside it)."""
+    write_jsonl(tmp_path, ITEMS, {"u1": ["a"], "u2": ["b"]})
+    assert main(["baseline", "--dataset", "jsonl", "--data-dir", str(tmp_path), "--method", "sasrec"]) == 2
+    err = capsys.readouterr().err
+    assert "no training episodes" in err and len(err.strip().splitlines()) == 1
 
 
 def test_data_dir_from_environment(tmp_path, monkeypatch):
@@ -109,4 +126,4 @@ def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("coars-fast: error: unknown dataset 'netflix'") and "Traceback" not in err
     assert main(["baseline", "--dataset", "movielens", "--data-dir", str(tmp_path)]) == 2
-    assert "u.item" in capsys.readouterr().err
+    assert "has no movielens/ folder" in capsys.readouterr().err

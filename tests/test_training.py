@@ -154,7 +154,7 @@ def test_packing_setting():
     cpu = torch.device("cpu")
     assert packer("auto", cpu) is pack_trees and packer("tree", cpu) is pack_trees and packer("flat", cpu) is pack
     assert load_config("cpu", ["train.packing=flat"]).train.packing == "flat"
-    with pytest.raises(ConfigError, match="packing must be one of auto, tree, flat, got 'trie'"):
+    with pytest.raises(ConfigError, match="config key 'train.packing' must be one of auto, tree, flat, got 'trie'"):
         load_config("cpu", ["train.packing=trie"])
 
 

@@ -41,6 +41,9 @@ def load_dataset(
             f"data directory {folder} does not exist. Pass --data-dir or set $COARS_FAST_DATA to the "
             "folder holding lastfm/, movielens/ and instruments/ (see the README section 'Getting the data')."
         )
+    if name != "jsonl" and not (folder / name).is_dir():
+        raise DataError(f"{folder} has no {name}/ folder: --data-dir (or $COARS_FAST_DATA) must be the folder that "
+                        f"holds {name}/ (the data root, not {name}/ or a folder inside it)")
     return LOADERS[name](folder, history_len=history_len, min_history=min_history)
 
 

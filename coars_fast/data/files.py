@@ -27,10 +27,8 @@ def find_file(folder: Path, name: str, what: str, required: bool = True) -> Path
             return candidate
     if not required:
         return None
-    raise DataError(
-        f"missing data file: looked for {folder / name} (or {name}.gz) - it should hold {what}.\n"
-        f"Point --data-dir or $COARS_FAST_DATA at the folder that contains it; {PUBLIC_COPIES}."
-    )
+    raise DataError(f"missing data file: looked for {folder / name} (or {name}.gz), which should hold {what}; "
+                    f"{PUBLIC_COPIES}")
 
 
 def read_text(path: Path, encoding: str = "utf-8") -> str:

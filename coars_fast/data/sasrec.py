@@ -19,7 +19,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from coars_fast.cache import atomic_write, cache_dir
-from coars_fast.data.dataset import Dataset, Episode
+from coars_fast.data.dataset import MIN_HISTORY, Dataset, Episode
+from coars_fast.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,9 @@ def training_key(dataset: Dataset, config: SASRecConfig) -> str:
 
 def load_or_train(dataset: Dataset, config: SASRecConfig = SASRecConfig(), progress: bool = True) -> SASRec:
     """The cached SASRec for this dataset's train split, training (and caching) it when missing."""
+    if not dataset.split("train"):
+        raise DataError(f"dataset {dataset.name}: no training episodes (every user has fewer than {MIN_HISTORY + 1} "
+                        "items), so there is nothing to train SASRec on")
     path = cache_dir("sasrec") / f"{dataset.name}-{training_key(dataset, config)}.pt"
     model = SASRec(dataset.num_items, config)
     if path.exists():

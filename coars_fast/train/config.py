@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,14 @@ from coars_fast.rollout.collector import RolloutSettings
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+def _check(obj, **rules) -> None:
+    """Range rules per field, checked when a section is built: `name=(test, "what it must be")`."""
+    for name, (ok, must) in rules.items():
+        value = getattr(obj, name)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and ok(value)):
+            raise ValueError(f"{name} must be {must}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     name: str | None = None  # HF id or local folder; None: the embedded SmolLM2-135M-Instruct
@@ -37,12 +46,26 @@ class DataConfig:
     seed: int = 0
     synthetic: SyntheticSettings = SyntheticSettings()  # the generator's knobs (dataset synthetic only)
 
+    def __post_init__(self):
+        from coars_fast.data import DATASETS
+        from coars_fast.data.candidates import MODES
+
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.candidates not in MODES:
+            raise ValueError(f"candidates must be one of {', '.join(MODES)}, got {self.candidates!r}")
+        _check(self, num_candidates=(lambda v: v >= 2, ">= 2"))
+
 
 @dataclass(frozen=True)
 class LossConfig:
     distill_coef: float = 0.1  # lambda: weight of the self-distilled credit A
     credit_clip: float = 1.0  # c: A is clipped to [-c, c]
     ppo_clip: float | None = None  # PPO ratio clip against the behaviour log-probs (off: REINFORCE)
+
+    def __post_init__(self):
+        _check(self, distill_coef=(lambda v: v >= 0, ">= 0"), credit_clip=(lambda v: v > 0, "> 0"),
+               ppo_clip=(lambda v: v > 0, "> 0 (or null: off)"))
 
 
 @dataclass(frozen=True)
@@ -51,6 +74,10 @@ class OptimConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     warmup_steps: int = 0
+
+    def __post_init__(self):
+        _check(self, lr=(lambda v: v > 0, "a finite number > 0"), weight_decay=(lambda v: v >= 0, ">= 0"),
+               grad_clip=(lambda v: v >= 0, ">= 0 (0: no clipping)"), warmup_steps=(lambda v: v >= 0, ">= 0"))
 
 
 PACKINGS = ("auto", "tree", "flat")
@@ -69,6 +96,8 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        _check(self, steps=(lambda v: v >= 1, ">= 1"), minutes=(lambda v: v > 0, "> 0 (or null: no time limit)"),
+               users_per_step=(lambda v: v >= 1, ">= 1"), token_budget=(lambda v: v >= 1, ">= 1"))
         if self.packing not in PACKINGS:
             raise ValueError(f"packing must be one of {', '.join(PACKINGS)}, got {self.packing!r}")
 
@@ -94,6 +123,9 @@ class EvalConfig:
 class CheckpointConfig:
     every: int = 2  # steps between checkpoints (and always at the end)
     keep: int = 2
+
+    def __post_init__(self):
+        _check(self, every=(lambda v: v >= 1, ">= 1"), keep=(lambda v: v >= 1, ">= 1"))
 
 
 @dataclass(frozen=True)
@@ -172,6 +204,9 @@ def _build(cls, data: dict, prefix: str = ""):
     try:
         return cls(**merged)
     except (ValueError, TypeError) as err:
+        name, _, rest = str(err).partition(" ")
+        if name in known:  # a range rule of one key: name the key
+            raise ConfigError(f"config key {prefix + name!r} {rest}") from None
         raise ConfigError(f"config section {prefix.rstrip('.') or '(top)'}: {err}") from None
 
 
@@ -204,9 +239,14 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
             presets = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
             raise ConfigError(f"config file {path} not found (built-in presets: {presets})")
         try:
-            tree = yaml.safe_load(file.read_text()) or {}
+            tree = yaml.safe_load(file.read_bytes().decode("utf-8")) or {}
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{file}: not UTF-8 text (byte {err.start}); a config is a YAML file") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"{file}: not valid YAML ({err})") from None
+            raise ConfigError(f"{file}: not valid YAML ({' '.join(str(err).split())})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{file}: a config is a YAML mapping of sections (model:, train:, ...), got a "
+                              f"{type(tree).__name__}")
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():

@@ -35,7 +35,9 @@ from coars_fast.models.packed_attention import flex_attention_available
 from coars_fast.rollout import Agents, PeerIndex, collect, pack, pack_trees, padding_report
 from coars_fast.train.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from coars_fast.train.config import Config, to_dict
+from coars_fast.train import faults
 from coars_fast.train.logbook import Logbook
+from coars_fast.train.run_folder import RunFolder
 from coars_fast.train.step import accumulate_gradients, adapter_parameters, clip_and_step
 
 log = logging.getLogger(__name__)
@@ -64,13 +66,25 @@ def packer(packing: str, device: torch.device):
 
 
 class Trainer:
-    def __init__(self, config: Config, run_dir: Path, resume: bool = False, progress: bool = True):
+    def __init__(self, config: Config, run_dir: Path, resume: bool = False, progress: bool = True,
+                 overwrite: bool = False):
         self.config, self.run_dir, self.progress = config, run_dir, progress
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / "config.yaml", lambda p: p.write_text(yaml.safe_dump(to_dict(config), sort_keys=False)))
+        self.folder = RunFolder(run_dir, resume, overwrite)  # checked and locked before any expensive work
+        try:
+            self._setup(resume)
+        except BaseException:
+            self.folder.release()
+            raise
+
+    def _setup(self, resume: bool) -> None:
+        config, run_dir = self.config, self.run_dir
         data = config.data
         self.dataset = load_dataset(data.dataset, data.data_dir, synthetic_settings=data.synthetic)
-        self.sasrec = sasrec.load_or_train(self.dataset, progress=progress)
+        train = len(self.dataset.split("train"))
+        if config.train.users_per_step > train:
+            raise ConfigError(f"config key 'train.users_per_step' is {config.train.users_per_step}, but the "
+                              f"{self.dataset.name} train split has {train} episodes")
+        self.sasrec = sasrec.load_or_train(self.dataset, progress=self.progress)
         self.peers = PeerIndex(self.sasrec, self.dataset) if config.train.peers else None
         self.candidates = CandidateBuilder(self.dataset, data.candidates, data.num_candidates, data.seed, self.sasrec)
         base, tokenizer = load_model(config.model.name, config.model.device)
@@ -78,7 +92,7 @@ class Trainer:
         self.pack = packer(config.train.packing, self.device)
         checkpoint = latest_checkpoint(run_dir) if resume else None
         if resume and checkpoint is None:
-            raise ConfigError(f"--resume: no complete checkpoint under {run_dir / 'checkpoints'}")
+            log.warning("--resume: no complete checkpoint in %s yet; starting the run from step 0", run_dir)
         if checkpoint is not None:
             self.model = load_agent_adapters(base, checkpoint / "adapters", trainable=True)
         else:
@@ -91,12 +105,16 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         warmup = max(1, config.optim.warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
-        self.step, self.evals, self.train_seconds = 0, {}, 0.0
+        self.step, self.evals, self.train_seconds, logged = 0, {}, 0.0, 0
         if checkpoint is not None:
             state = load_state(checkpoint, self.optimizer, self.scheduler)
             self.step, self.evals, self.train_seconds = state["step"], state["evals"], state["train_seconds"]
+            logged = state.get("metrics_bytes")  # None: a checkpoint from before this was recorded
             log.info("resumed from %s at step %d", checkpoint, self.step)
-        self.logbook = Logbook(run_dir, config.tensorboard)
+        # what was logged after the checkpoint is replayed now: one record per step, not two
+        self.logbook = Logbook(run_dir, config.tensorboard, keep_bytes=logged, purge_step=self.step + 1)
+        # written once everything loaded: a run that failed to start leaves no run behind
+        atomic_write(run_dir / "config.yaml", lambda p: p.write_text(yaml.safe_dump(to_dict(config), sort_keys=False)))
         log.info("fused loss backend: %s on %s", active_backend(self.device), self.device)
 
     # -- evaluation ---------------------------------------------------------------------------------
@@ -122,7 +140,7 @@ class Trainer:
         """The full evaluation before or after training: eval-<label>/, an "eval" record."""
         result, summary = self._play(self.config.eval.num_users, self.config.eval.f1_users, self.run_dir / f"eval-{label}")
         self.evals[label] = {**summary, "baselines": {m: b["hit_at_1"] for m, b in result["baselines"].items()}}
-        self.logbook.log("eval", self.step, summary)
+        self.logbook.log("eval", self.step, {"label": label, **summary})
         return result
 
     def validate(self) -> dict:
@@ -145,9 +163,11 @@ class Trainer:
         rollout = collect(self.sampler, self.dataset, episodes, self.candidates.build(episodes), cfg.rollout,
                           cfg.reward, self.peers)
         rolled = time.perf_counter()
+        faults.point("rollout")
         batches = self.pack(rollout.samples, cfg.train.token_budget)
         self.model.train()
         stats = accumulate_gradients(self.model, batches, cfg.loss, cfg.generation.temperature, self.device) if batches else {}
+        faults.point("update")
         norms = clip_and_step(self.param_groups, self.optimizer, self.scheduler, cfg.optim.grad_clip) if batches else {}
         elapsed = time.perf_counter() - started
         metrics = {
@@ -161,6 +181,13 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> dict:
+        try:
+            return self._run()
+        finally:
+            self.logbook.close()
+            self.folder.release()
+
+    def _run(self) -> dict:
         cfg = self.config
         if cfg.eval.initial and "initial" not in self.evals:
             self.evaluate("initial")
@@ -196,11 +223,12 @@ class Trainer:
         self._checkpoint()
         if cfg.eval.every and self.step % cfg.eval.every:
             self.validate()  # the curve's last point
+        faults.point("final_eval")
         self.evaluate("final")
+        faults.point("final_resave")
         self._checkpoint()  # with the final evaluation recorded
         summary = {"steps": self.step, "train_minutes": self.train_seconds / 60, "evals": self.evals}
         atomic_write(self.run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
-        self.logbook.close()
         return summary
 
     def _progress(self) -> float:
@@ -219,7 +247,8 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler,
-                        {"evals": self.evals, "train_seconds": self.train_seconds}, keep=self.config.checkpoint.keep)
+                        {"evals": self.evals, "train_seconds": self.train_seconds, "metrics_bytes": self.logbook.size()},
+                        keep=self.config.checkpoint.keep)
 
 
 def format_summary(summary: dict) -> str:
