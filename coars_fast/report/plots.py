@@ -79,7 +79,7 @@ def plot_runs(runs: Sequence[Run], out: Path, x: str = "step") -> Path:
         ax.set_visible(False)
     fig.suptitle(f"{', '.join(run.name for run in runs)}: training runs by {X_AXES[x]}"
                  f" (faint: per step; solid: mean of the last {SMOOTH} steps)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))  # room for the suptitle
     path = out / f"report_by_{x}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
