@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_candidate_args(base)
     base.add_argument("--method", default="all", choices=("random", "popularity", "sasrec", "all"))
     base.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    base.add_argument("--retrain-sasrec", action="store_true", help="train SASRec again instead of loading the cached model")
     base.set_defaults(run=cmd_baseline)
 
     ev = commands.add_parser("eval", help="the agents' Hit@1, ValidRatio and user-agent F1, beside the baselines")
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "actions, so ValidRatio matters")
     _add_model_args(ev)
     ev.add_argument("--out", type=Path, help="folder for summary.json and transcripts.jsonl (default: runs/eval-...)")
+    ev.add_argument("--retrain-sasrec", action="store_true", help="train SASRec again instead of loading the cached model")
     ev.set_defaults(run=cmd_eval)
 
     tr = commands.add_parser("train", help="co-train the Recommender and User adapters with CoARS")
@@ -136,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     tr.add_argument("--overwrite", action="store_true", help="start again in an --out folder that holds an earlier run "
                     "(deleting it); without it such a folder is refused")
+    tr.add_argument("--retrain-sasrec", action="store_true", help="train SASRec again instead of loading the cached model")
     tr.set_defaults(run=cmd_train)
 
     rep = commands.add_parser("report", help="figures and a markdown summary of one or several training runs")
@@ -173,7 +176,7 @@ def cmd_baseline(args) -> None:
     dataset = load_dataset(args.dataset, args.data_dir)
     episodes = dataset.split(args.split)[: args.limit]
     methods = METHODS if args.method == "all" else (args.method,)
-    model = sasrec.load_or_train(dataset) if "sasrec" in methods or args.candidates == "sasrec" else None
+    model = sasrec.load_or_train(dataset, retrain=args.retrain_sasrec) if "sasrec" in methods or args.candidates == "sasrec" else None
     candidates = CandidateBuilder(dataset, args.candidates, args.num_candidates, args.seed, model).build(episodes)
     print(f"{dataset.name} {args.split}: {len(episodes):,} episodes, {args.num_candidates} {args.candidates} candidates, seed {args.seed}")
     print(f"{'method':<12} {'Hit@1':>7}  95% CI")
@@ -200,7 +203,7 @@ def cmd_eval(args) -> None:
         candidates=args.candidates, num_candidates=args.num_candidates, seed=args.seed,
     )
     dataset = load_dataset(args.dataset, args.data_dir)
-    ranker = sasrec.load_or_train(dataset)
+    ranker = sasrec.load_or_train(dataset, retrain=args.retrain_sasrec)
     model, tokenizer = load_model(args.model, args.device)
     if args.adapters:
         model = load_agent_adapters(model, args.adapters)
@@ -242,7 +245,8 @@ def cmd_train(args) -> None:
         config = load_config(args.config, overrides)
         run_dir = args.out or Path(config.out or f"runs/{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"run folder: {run_dir}")
-    summary = Trainer(config, run_dir, resume=args.resume is not None, overwrite=args.overwrite).run()
+    summary = Trainer(config, run_dir, resume=args.resume is not None, overwrite=args.overwrite,
+                      retrain_sasrec=args.retrain_sasrec).run()
     print(format_summary(summary))
     from coars_fast.report import write_report
 

@@ -79,3 +79,26 @@ def test_wilson_interval():
     low, high = wilson_interval(50, 100)
     assert low == pytest.approx(0.4038, abs=1e-4) and high == pytest.approx(0.5962, abs=1e-4)
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_training_ends_by_epochs_a_time_limit_is_never_cached_and_retrain_forces_a_new_model(cyclic_dataset, monkeypatch):
+    import json
+    import os
+    from pathlib import Path
+
+    config = sasrec.SASRecConfig(max_epochs=3, patience=10)
+    path = Path(os.environ["COARS_FAST_CACHE"]) / "sasrec" / f"jsonl-{sasrec.training_key(cyclic_dataset, config)}.pt"
+    sasrec.load_or_train(cyclic_dataset, config, progress=False)
+    assert json.loads(path.with_suffix(".json").read_text()) == {"ended": "max_epochs", "epochs": 3}
+    calls = []
+    real = sasrec.train
+    monkeypatch.setattr(sasrec, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    sasrec.load_or_train(cyclic_dataset, config, progress=False)
+    assert calls == []  # cached
+    sasrec.load_or_train(cyclic_dataset, config, progress=False, retrain=True)
+    assert calls == [1]
+    # an opt-in wall-clock limit that cuts training short: used, but not cached under the finished key
+    short = sasrec.SASRecConfig(max_epochs=3, patience=10, max_minutes=1e-9)
+    short_path = path.with_name(f"jsonl-{sasrec.training_key(cyclic_dataset, short)}.pt")
+    sasrec.load_or_train(cyclic_dataset, short, progress=False)
+    assert not short_path.exists() and calls == [1, 1]

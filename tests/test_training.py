@@ -93,6 +93,21 @@ def test_non_finite_steps_are_skipped_then_training_stops(tiny_model_dir, cyclic
     assert all(torch.equal(before[n], after[n]) for n in before)
 
 
+def test_non_finite_rollout_logits_are_skipped_steps_not_a_crash(tiny_model_dir, cyclic_dir, tmp_path):
+    """A diverged adapter makes sampling itself fail (torch.multinomial on NaN probabilities): counted
+    like a non-finite loss, three in a row stop the run with the documented message."""
+    trainer = Trainer(_config(tiny_model_dir, cyclic_dir, "train.steps=10"), tmp_path / "diverged", progress=False)
+    lora_b = next(p for n, p in trainer.model.named_parameters() if "lora_B.rec" in n)
+    with torch.no_grad():
+        lora_b.fill_(float("nan"))
+    with pytest.raises(TrainingError, match="3 steps in a row had non-finite loss, gradients or rollout logits"):
+        trainer.run()
+    records = [json.loads(line) for line in (tmp_path / "diverged" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert [(r["step"], r["skipped"], r["skip_reason"]) for r in train] == [
+        (s, True, "non-finite logits in rollout sampling") for s in (1, 2, 3)]
+
+
 def test_a_crash_while_checkpointing_keeps_the_last_good_checkpoint(tiny_model_dir, cyclic_dir, tmp_path, monkeypatch):
     run = tmp_path / "crash"
     Trainer(_config(tiny_model_dir, cyclic_dir, "train.steps=2"), run, progress=False).run()

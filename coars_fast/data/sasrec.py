@@ -8,6 +8,7 @@ cached under $COARS_FAST_CACHE/sasrec, keyed by the training data and hyper-para
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -36,7 +37,9 @@ class SASRecConfig:
     batch_size: int = 256
     max_epochs: int = 40
     patience: int = 3  # epochs without a better held-out loss before stopping
-    max_minutes: float = 7.0  # wall-clock cap on training
+    # Training ends by early stopping or max_epochs, never by machine speed. A wall-clock cap is opt-in,
+    # and a model it cut short is used for this process only, never cached as finished.
+    max_minutes: float | None = None
     holdout: float = 0.05  # share of train episodes held out for early stopping
     seed: int = 0
 
@@ -122,20 +125,27 @@ def training_key(dataset: Dataset, config: SASRecConfig) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_or_train(dataset: Dataset, config: SASRecConfig = SASRecConfig(), progress: bool = True) -> SASRec:
-    """The cached SASRec for this dataset's train split, training (and caching) it when missing."""
+def load_or_train(dataset: Dataset, config: SASRecConfig = SASRecConfig(), progress: bool = True,
+                  retrain: bool = False) -> SASRec:
+    """The cached SASRec for this dataset's train split, training (and caching) it when missing or
+    when `retrain`. Beside the weights, `<name>.json` records how its training ended."""
     if not dataset.split("train"):
         raise DataError(f"dataset {dataset.name}: no training episodes (every user has fewer than {MIN_HISTORY + 1} "
                         "items), so there is nothing to train SASRec on")
     path = cache_dir("sasrec") / f"{dataset.name}-{training_key(dataset, config)}.pt"
     model = SASRec(dataset.num_items, config)
-    if path.exists():
+    if path.exists() and not retrain:
         model.load_state_dict(torch.load(path, weights_only=True))
         log.info("loaded SASRec from %s", path)
         return model.eval()
-    train(model, dataset.split("train"), progress=progress)
+    ended = train(model, dataset.split("train"), progress=progress)
+    if ended["ended"] == "time_limit":
+        log.warning("SASRec training stopped at its %s-minute limit after %d epochs: this model is not cached",
+                    config.max_minutes, ended["epochs"])
+        return model.eval()
     atomic_write(path, lambda tmp: torch.save(model.state_dict(), tmp))
-    log.info("saved SASRec to %s", path)
+    atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(ended)))
+    log.info("saved SASRec to %s (%s after %d epochs)", path, ended["ended"], ended["epochs"])
     return model.eval()
 
 
@@ -146,7 +156,9 @@ def _tensors(model: SASRec, episodes: Sequence[Episode]) -> tuple[torch.Tensor, 
     return model.pad_histories([ep.history for ep in episodes]), torch.tensor([ep.target for ep in episodes])
 
 
-def train(model: SASRec, episodes: Sequence[Episode], progress: bool = True) -> SASRec:
+def train(model: SASRec, episodes: Sequence[Episode], progress: bool = True) -> dict:
+    """Fits `model` in place (its best held-out state); returns how training ended: epochs run and
+    "early_stopping", "max_epochs" or "time_limit"."""
     cfg = model.config
     torch.manual_seed(cfg.seed)
     histories, targets = _tensors(model, episodes)
@@ -156,7 +168,9 @@ def train(model: SASRec, episodes: Sequence[Episode], progress: bool = True) -> 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     best, best_state, stale, started = float("inf"), None, 0, time.monotonic()
     bar = tqdm(range(cfg.max_epochs), desc="SASRec", unit="epoch", disable=not progress)
-    for _ in bar:
+    ended, epochs = "max_epochs", 0
+    for epochs in range(1, cfg.max_epochs + 1):
+        bar.update(1)
         model.train()
         for batch in fit[torch.randperm(len(fit))].split(cfg.batch_size):
             logits = model.logits(model.hidden_states(histories[batch])[:, -1])
@@ -171,10 +185,16 @@ def train(model: SASRec, episodes: Sequence[Episode], progress: bool = True) -> 
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             stale += 1
-        if stale >= cfg.patience or time.monotonic() - started > 60 * cfg.max_minutes:
+        if stale >= cfg.patience:
+            ended = "early_stopping"
             break
+        if cfg.max_minutes is not None and time.monotonic() - started > 60 * cfg.max_minutes:
+            ended = "time_limit"
+            break
+    bar.close()
     model.load_state_dict(best_state)
-    return model.eval()
+    model.eval()
+    return {"ended": ended, "epochs": epochs}
 
 
 @torch.no_grad()

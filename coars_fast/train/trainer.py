@@ -67,8 +67,8 @@ def packer(packing: str, device: torch.device):
 
 class Trainer:
     def __init__(self, config: Config, run_dir: Path, resume: bool = False, progress: bool = True,
-                 overwrite: bool = False):
-        self.config, self.run_dir, self.progress = config, run_dir, progress
+                 overwrite: bool = False, retrain_sasrec: bool = False):
+        self.config, self.run_dir, self.progress, self.retrain_sasrec = config, run_dir, progress, retrain_sasrec
         self.folder = RunFolder(run_dir, resume, overwrite)  # checked and locked before any expensive work
         try:
             self._setup(resume)
@@ -84,7 +84,7 @@ class Trainer:
         if config.train.users_per_step > train:
             raise ConfigError(f"config key 'train.users_per_step' is {config.train.users_per_step}, but the "
                               f"{self.dataset.name} train split has {train} episodes")
-        self.sasrec = sasrec.load_or_train(self.dataset, progress=self.progress)
+        self.sasrec = sasrec.load_or_train(self.dataset, progress=self.progress, retrain=self.retrain_sasrec)
         self.peers = PeerIndex(self.sasrec, self.dataset) if config.train.peers else None
         self.candidates = CandidateBuilder(self.dataset, data.candidates, data.num_candidates, data.seed, self.sasrec)
         base, tokenizer = load_model(config.model.name, config.model.device)
@@ -160,8 +160,15 @@ class Trainer:
         episodes = [train[i] for i in rng.choice(len(train), size=cfg.train.users_per_step, replace=False)]
         started = time.perf_counter()
         self.model.eval()  # generation: no dropout
-        rollout = collect(self.sampler, self.dataset, episodes, self.candidates.build(episodes), cfg.rollout,
-                          cfg.reward, self.peers)
+        try:
+            rollout = collect(self.sampler, self.dataset, episodes, self.candidates.build(episodes), cfg.rollout,
+                              cfg.reward, self.peers)
+        except RuntimeError as err:  # torch.multinomial on a diverged model's logits
+            if "inf" not in str(err) or "nan" not in str(err):
+                raise
+            log.warning("step %d: non-finite logits while sampling rollouts (%s)", self.step + 1, str(err).splitlines()[0])
+            return {"skipped": True, "skip_reason": "non-finite logits in rollout sampling",
+                    "time_rollout": time.perf_counter() - started, "time_step": time.perf_counter() - started}
         rolled = time.perf_counter()
         faults.point("rollout")
         batches = self.pack(rollout.samples, cfg.train.token_budget)
@@ -205,14 +212,15 @@ class Trainer:
             self.logbook.log("train", self.step, metrics)
             bar.update(self._progress() - bar.n)
             # an agent with no turn left after the exclusion rule has no reward this step
-            bar.set_postfix(step=self.step, hit=f"{metrics['train_hit_at_1']:.2f}",
+            bar.set_postfix(step=self.step, hit=f"{metrics.get('train_hit_at_1', float('nan')):.2f}",
                             **{f"r_{a}": f"{metrics[f'reward_{a}']:.2f}" for a in ("rec", "user") if f"reward_{a}" in metrics})
             if metrics["skipped"]:
                 bad += 1
-                log.warning("step %d skipped: non-finite loss or gradients (%d in a row)", self.step, bad)
+                log.warning("step %d skipped: %s (%d in a row)", self.step,
+                            metrics.get("skip_reason", "non-finite loss or gradients"), bad)
                 if bad >= MAX_BAD_STEPS:
-                    raise TrainingError(f"stopping at step {self.step}: {bad} steps in a row had non-finite loss "
-                                        "or gradients (try a lower optim.lr or loss.ppo_clip)")
+                    raise TrainingError(f"stopping at step {self.step}: {bad} steps in a row had non-finite loss, "
+                                        "gradients or rollout logits (try a lower optim.lr or loss.ppo_clip)")
                 continue
             bad = 0
             if cfg.eval.every and self.step % cfg.eval.every == 0:
