@@ -139,7 +139,8 @@ class Trainer:
     def evaluate(self, label: str) -> dict:
         """The full evaluation before or after training: eval-<label>/, an "eval" record."""
         result, summary = self._play(self.config.eval.num_users, self.config.eval.f1_users, self.run_dir / f"eval-{label}")
-        self.evals[label] = {**summary, "baselines": {m: b["hit_at_1"] for m, b in result["baselines"].items()}}
+        self.evals[label] = {**summary, "step": self.step,
+                             "baselines": {m: b["hit_at_1"] for m, b in result["baselines"].items()}}
         self.logbook.log("eval", self.step, {"label": label, **summary})
         return result
 
@@ -228,13 +229,16 @@ class Trainer:
             if self.step % cfg.checkpoint.every == 0:
                 self._checkpoint()
         bar.close()
-        self._checkpoint()
-        if cfg.eval.every and self.step % cfg.eval.every:
-            self.validate()  # the curve's last point
-        faults.point("final_eval")
-        self.evaluate("final")
-        faults.point("final_resave")
-        self._checkpoint()  # with the final evaluation recorded
+        # A resumed run whose checkpoint already holds the final evaluation of this step (it was
+        # killed after its final re-save) has nothing left to do but write the summary.
+        if self.evals.get("final", {}).get("step") != self.step:
+            self._checkpoint()
+            if cfg.eval.every and self.step % cfg.eval.every:
+                self.validate()  # the curve's last point
+            faults.point("final_eval")
+            self.evaluate("final")
+            faults.point("final_resave")
+            self._checkpoint()  # with the final evaluation recorded
         summary = {"steps": self.step, "train_minutes": self.train_seconds / 60, "evals": self.evals}
         atomic_write(self.run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
         return summary
