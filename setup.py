@@ -4,6 +4,7 @@ The optional C++ CPU extension (`csrc/`) is compiled against the torch that is a
 so install with `pip install --no-build-isolation .` after torch (scripts/setup.sh does it in order).
 Set COARS_FAST_NO_EXT=1 to skip the extension; the kernels then use their pure-torch path.
 """
+
 import glob
 import os
 import sys
@@ -43,7 +44,13 @@ def cpu_extension():
         # ATen's Vectorized<float> picks its AVX2 implementation from the CPU_CAPABILITY macros
         # (same flags as CMakeLists.txt).
         extra_compile_args=[
-            "-O3", "-fopenmp", "-mavx2", "-mfma", "-mf16c", "-DCPU_CAPABILITY=AVX2", "-DCPU_CAPABILITY_AVX2",
+            "-O3",
+            "-fopenmp",
+            "-mavx2",
+            "-mfma",
+            "-mf16c",
+            "-DCPU_CAPABILITY=AVX2",
+            "-DCPU_CAPABILITY_AVX2",
         ],
         extra_link_args=["-fopenmp"],
     )
@@ -85,6 +92,7 @@ setup(
             "hypothesis>=6",
             "liger-kernel==0.8.5",
             "cut-cross-entropy==25.1.1",
+            "ruff==0.17.6",  # pinned: the format check must not change with a release
         ],
         "gpu": ["flash-attn>=2.6"],
     },

@@ -8,15 +8,16 @@ Steps:
 - "logprobs": per-token log-probs of one model, forward and backward with an upstream gradient
   (the shape of CCE's and Liger's single-model losses).
 """
+
 import contextlib
 import json
 import os
 import sys
 
 import torch
+from measure import rss_high_water
 
 from coars_fast.kernels import backend_cpu, coars_loss, token_logprobs
-from measure import rss_high_water
 
 SHAPES = {
     "smoke": dict(n=256, d=64, v=1031),
@@ -36,9 +37,12 @@ def make_inputs(shape, dtype, device):
         return (torch.randn(*size, generator=gen) * scale).to(dtype=dtype, device=device)
 
     return dict(
-        hidden=randn(n, d), teacher_hidden=randn(n, d), weight=randn(v, d, scale=2.0 / d**0.5),
+        hidden=randn(n, d),
+        teacher_hidden=randn(n, d),
+        weight=randn(v, d, scale=2.0 / d**0.5),
         targets=torch.randint(0, v, (n,), generator=gen).to(device),
-        rewards=torch.randn(n, generator=gen).to(device), token_weights=torch.full((n,), 1.0 / SEQ_LEN, device=device),
+        rewards=torch.randn(n, generator=gen).to(device),
+        token_weights=torch.full((n,), 1.0 / SEQ_LEN, device=device),
         upstream=torch.randn(n, generator=gen).to(device),
     )
 
@@ -74,6 +78,7 @@ def _naive_logprobs(hidden, weight, targets):
 
 
 # --- coars step: each returns (loss, d loss / d student hidden) -------------------------------------
+
 
 def _coars_ours(x):
     hidden = x["hidden"].detach().requires_grad_()
@@ -119,13 +124,19 @@ def coars_liger(x):
     grpo = LigerFusedLinearGRPOLoss(beta=0.0, use_ref_model=False, compiled=x["weight"].device.type == "cuda")
     batch = n // SEQ_LEN
     advantages = x["rewards"].view(batch, SEQ_LEN).mean(1) + 0.1 * logp_teacher.view(batch, SEQ_LEN).mean(1)
-    loss, _ = grpo(hidden.view(batch, SEQ_LEN, d), x["weight"], x["targets"].view(batch, SEQ_LEN),
-                   torch.ones(batch, SEQ_LEN, device=hidden.device), advantages)
+    loss, _ = grpo(
+        hidden.view(batch, SEQ_LEN, d),
+        x["weight"],
+        x["targets"].view(batch, SEQ_LEN),
+        torch.ones(batch, SEQ_LEN, device=hidden.device),
+        advantages,
+    )
     loss.backward()
     return loss, hidden.grad
 
 
 # --- log-prob step: each returns (logp, d (upstream . logp) / d hidden) ------------------------------
+
 
 def _logprobs_ours(x):
     hidden = x["hidden"].detach().requires_grad_()
@@ -162,10 +173,19 @@ def logprobs_cce(x):
 
 
 IMPLEMENTATIONS = {
-    "coars": {"ours": coars_ours, "ours-streaming": coars_ours_streaming, "naive": coars_naive,
-              "liger": coars_liger, "torch-fallback": coars_torch_fallback},
-    "logprobs": {"ours": logprobs_ours, "naive": logprobs_naive, "cce": logprobs_cce,
-                 "torch-fallback": logprobs_torch_fallback},
+    "coars": {
+        "ours": coars_ours,
+        "ours-streaming": coars_ours_streaming,
+        "naive": coars_naive,
+        "liger": coars_liger,
+        "torch-fallback": coars_torch_fallback,
+    },
+    "logprobs": {
+        "ours": logprobs_ours,
+        "naive": logprobs_naive,
+        "cce": logprobs_cce,
+        "torch-fallback": logprobs_torch_fallback,
+    },
 }
 
 

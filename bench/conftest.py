@@ -1,5 +1,6 @@
 """`pytest bench/` measures at the real shapes and asserts the acceptance ratios; `--bench-smoke`
 runs every case at tiny shapes (well under a minute) and checks that it runs and is correct."""
+
 import pytest
 
 

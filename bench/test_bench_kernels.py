@@ -5,9 +5,9 @@ ours against the naive result, and asserts ratios (never absolute times). Figure
 they came from are kept in bench/RESULTS.md. Weight passes (one pass = one N x D x V GEMM,
 2 N D V FLOP) are counted to turn times into effective TFLOP/s on GPUs.
 """
+
 import pytest
 import torch
-
 from cases import IMPLEMENTATIONS, SHAPES, make_inputs
 from measure import interleaved_medians, peak_extra_bytes
 
@@ -15,10 +15,21 @@ from measure import interleaved_medians, peak_extra_bytes
 # differ: our C++/torch backends hold the Jacobian from the forward, Triton streams (recomputed
 # logits + dH); CCE materialises the logits under torch.compile on CPU and streams on CUDA.
 PASSES = {
-    "coars": {"ours": {"cpu": 3, "cuda": 4}, "ours-streaming": 4, "naive": 3, "liger": 4, "torch-fallback": 3,
-              "gemm-floor": 3},
-    "logprobs": {"ours": {"cpu": 2, "cuda": 3}, "naive": 2, "cce": {"cpu": 2, "cuda": 3}, "torch-fallback": 2,
-                 "gemm-floor": 2},
+    "coars": {
+        "ours": {"cpu": 3, "cuda": 4},
+        "ours-streaming": 4,
+        "naive": 3,
+        "liger": 4,
+        "torch-fallback": 3,
+        "gemm-floor": 3,
+    },
+    "logprobs": {
+        "ours": {"cpu": 2, "cuda": 3},
+        "naive": 2,
+        "cce": {"cpu": 2, "cuda": 3},
+        "torch-fallback": 2,
+        "gemm-floor": 2,
+    },
 }
 
 
@@ -30,11 +41,13 @@ def _passes(case, name, device):
 def _gemm_floor(passes):
     """The bare [N, D] x [D, V] GEMMs of the naive step into one preallocated output (on CPU not a
     true floor: tiles that stay in cache beat writing the 400 MB output)."""
+
     def run(x):
         hidden, weight = x["hidden"], x["weight"]
         logits = torch.empty(hidden.shape[0], weight.shape[0], dtype=hidden.dtype, device=hidden.device)
         for _ in range(passes):
             torch.mm(hidden, weight.t(), out=logits)
+
     return run
 
 
@@ -58,8 +71,11 @@ def _run_case(benchmark, case, device, shape, dtype, smoke, names):
     # pytest-benchmark keeps its own record of ours alone (for --benchmark-compare across commits).
     benchmark.pedantic(impls["ours"], args=(x,), rounds=rounds, iterations=1)
     dtype_name = str(dtype).removeprefix("torch.")
-    memory = {name: peak_extra_bytes(case, name, shape, dtype_name, device, fn=impls[name], inputs=x)
-              for name in impls if name != "gemm-floor"}
+    memory = {
+        name: peak_extra_bytes(case, name, shape, dtype_name, device, fn=impls[name], inputs=x)
+        for name in impls
+        if name != "gemm-floor"
+    }
 
     s = SHAPES[shape]
     flop_per_pass = 2 * s["n"] * s["d"] * s["v"]
@@ -82,8 +98,15 @@ def _run_case(benchmark, case, device, shape, dtype, smoke, names):
 
 def test_coars_step_cpu(benchmark, smoke):
     """The acceptance case: teacher fwd + student fwd/bwd, frozen head, N=2048 D=576 V=49152 fp32."""
-    rows = _run_case(benchmark, "coars", "cpu", "smoke" if smoke else "cpu", torch.float32, smoke,
-                     ["ours", "naive", "liger", "torch-fallback", "ours-streaming"])
+    rows = _run_case(
+        benchmark,
+        "coars",
+        "cpu",
+        "smoke" if smoke else "cpu",
+        torch.float32,
+        smoke,
+        ["ours", "naive", "liger", "torch-fallback", "ours-streaming"],
+    )
     if not smoke:
         assert rows["ours"]["time_vs_naive"] <= 1.0
         assert rows["ours"]["memory_vs_naive"] <= 0.10
@@ -92,8 +115,15 @@ def test_coars_step_cpu(benchmark, smoke):
 
 def test_logprobs_step_cpu(benchmark, smoke):
     """One model's per-token log-probs, fwd + bwd with an upstream gradient, against CCE."""
-    rows = _run_case(benchmark, "logprobs", "cpu", "smoke" if smoke else "cpu", torch.float32, smoke,
-                     ["ours", "naive", "cce", "torch-fallback"])
+    rows = _run_case(
+        benchmark,
+        "logprobs",
+        "cpu",
+        "smoke" if smoke else "cpu",
+        torch.float32,
+        smoke,
+        ["ours", "naive", "cce", "torch-fallback"],
+    )
     if not smoke:
         assert rows["ours"]["time_vs_naive"] <= 1.0
         assert rows["ours"]["memory_vs_naive"] <= 0.10
@@ -105,8 +135,9 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA case
 @needs_cuda
 @pytest.mark.parametrize("shape", ["gpu-4096", "gpu-896"])
 def test_coars_step_cuda(benchmark, smoke, shape):
-    rows = _run_case(benchmark, "coars", "cuda", "smoke" if smoke else shape, torch.bfloat16, smoke,
-                     ["ours", "naive", "liger"])
+    rows = _run_case(
+        benchmark, "coars", "cuda", "smoke" if smoke else shape, torch.bfloat16, smoke, ["ours", "naive", "liger"]
+    )
     if not smoke:
         assert rows["ours"]["memory_vs_naive"] <= 0.10
 
@@ -114,7 +145,8 @@ def test_coars_step_cuda(benchmark, smoke, shape):
 @needs_cuda
 @pytest.mark.parametrize("shape", ["gpu-4096", "gpu-896"])
 def test_logprobs_step_cuda(benchmark, smoke, shape):
-    rows = _run_case(benchmark, "logprobs", "cuda", "smoke" if smoke else shape, torch.bfloat16, smoke,
-                     ["ours", "naive", "cce"])
+    rows = _run_case(
+        benchmark, "logprobs", "cuda", "smoke" if smoke else shape, torch.bfloat16, smoke, ["ours", "naive", "cce"]
+    )
     if not smoke:
         assert rows["ours"]["memory_vs_naive"] <= 0.10

@@ -1,9 +1,9 @@
 """The CoARS training step: packed + fused (ours) against padded + materialised logits, on the same
 trajectories and model. Reports time and peak memory ratios; asserts ours is not slower and uses
 less memory (at the real size; the smoke size only checks that both run and agree)."""
+
 import pytest
 import torch
-
 from measure import interleaved_medians, peak_extra_bytes
 from train_step_cases import CUDA_IMPLEMENTATIONS, IMPLEMENTATIONS, make_inputs
 
@@ -16,8 +16,10 @@ def _agreement(a, b):
     """(relative loss difference, worst relative LoRA-gradient difference) of two steps' results."""
     (loss_a, grads_a), (loss_b, grads_b) = a, b
     assert grads_a.keys() == grads_b.keys() and grads_a
-    worst = max(((grads_a[n].float() - grads_b[n].float()).norm() / grads_b[n].float().norm().clamp_min(1e-12)).item()
-                for n in grads_a)
+    worst = max(
+        ((grads_a[n].float() - grads_b[n].float()).norm() / grads_b[n].float().norm().clamp_min(1e-12)).item()
+        for n in grads_a
+    )
     return abs(loss_a - loss_b) / max(1.0, abs(loss_b)), worst
 
 
@@ -36,19 +38,28 @@ def _run(benchmark, size, impls, smoke):
     times = interleaved_medians(impls, x, rounds, device=device)
     benchmark.pedantic(impls["ours"], args=(x,), rounds=1, iterations=1)  # the ratios come from `times`
     dtype_name = str(dtype).removeprefix("torch.")
-    memory = {name: peak_extra_bytes("train-step", name, size, dtype_name, device, fn=impls[name], inputs=x,
-                                     script=SCRIPT)
-              for name in impls}
+    memory = {
+        name: peak_extra_bytes("train-step", name, size, dtype_name, device, fn=impls[name], inputs=x, script=SCRIPT)
+        for name in impls
+    }
     tokens = sum(len(s.prompt_ids) + len(s.teacher_prompt_ids) + 2 * len(s.response_ids) for s in x["samples"])
-    rows = {name: dict(median_s=round(times[name], 3), time_vs_padded=round(times[name] / times["padded"], 3),
-                       peak_extra_mb=round(memory[name] / 2**20, 1),
-                       memory_vs_padded=round(memory[name] / memory["padded"], 4) if memory["padded"] else None,
-                       tokens_per_s=round(tokens / times[name]))
-            for name in impls}
-    benchmark.extra_info.update(case="train-step", device=str(device), size=x["size"], turns=len(x["samples"]),
-                                results=rows)
-    print(f"\ntrain step on {device}, {size} ({len(x['samples'])} turns, {tokens} tokens, {dtype_name}, "
-          f"median of {rounds}):")
+    rows = {
+        name: dict(
+            median_s=round(times[name], 3),
+            time_vs_padded=round(times[name] / times["padded"], 3),
+            peak_extra_mb=round(memory[name] / 2**20, 1),
+            memory_vs_padded=round(memory[name] / memory["padded"], 4) if memory["padded"] else None,
+            tokens_per_s=round(tokens / times[name]),
+        )
+        for name in impls
+    }
+    benchmark.extra_info.update(
+        case="train-step", device=str(device), size=x["size"], turns=len(x["samples"]), results=rows
+    )
+    print(
+        f"\ntrain step on {device}, {size} ({len(x['samples'])} turns, {tokens} tokens, {dtype_name}, "
+        f"median of {rounds}):"
+    )
     for name, row in rows.items():
         print(f"  {name:15s} " + "  ".join(f"{k}={v}" for k, v in row.items()))
     return rows

@@ -11,31 +11,69 @@ fresh process and prints its peak extra resident memory (see measure.py).
 
 Both run every turn of both agents forward and backward through the LoRA adapters of one model.
 """
+
 import json
 import random
 import sys
 
 import torch
+from measure import rss_high_water
 
 from coars_fast.models.lora import add_agent_adapters
 from coars_fast.rollout import TurnSample, pack
 from coars_fast.train.config import LossConfig
 from coars_fast.train.step import accumulate_gradients
-from measure import rss_high_water
 
 SIZES = {
     # SmolLM2-135M's width, heads and vocabulary (the embedded model) with 6 of its 30 layers, so a
     # round takes seconds on 2 CPU cores; turns as the CPU preset produces them. Both sides hold the
     # same 8 turns per agent in one micro-batch (ours: one packed stream within `budget` tokens).
-    "cpu": dict(hidden=576, layers=6, heads=9, kv_heads=3, intermediate=1536, vocab=49152, turns=16,
-                prompt=(240, 340), hindsight=(50, 80), response=(12, 40), budget=4096, padded_batch=8),
-    "smoke": dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=1031, turns=8,
-                  prompt=(20, 40), hindsight=(5, 10), response=(3, 9), budget=256, padded_batch=4),
+    "cpu": dict(
+        hidden=576,
+        layers=6,
+        heads=9,
+        kv_heads=3,
+        intermediate=1536,
+        vocab=49152,
+        turns=16,
+        prompt=(240, 340),
+        hindsight=(50, 80),
+        response=(12, 40),
+        budget=4096,
+        padded_batch=8,
+    ),
+    "smoke": dict(
+        hidden=64,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        intermediate=128,
+        vocab=1031,
+        turns=8,
+        prompt=(20, 40),
+        hindsight=(5, 10),
+        response=(3, 9),
+        budget=256,
+        padded_batch=4,
+    ),
     # Qwen2.5-0.5B's shape (all 24 layers, 151,936-token tied head) in bf16, with the GPU preset's
     # token budget; the padded side runs TRL-sized micro-batches of 16 turns.
-    "gpu": dict(hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864, vocab=151936, turns=64,
-                prompt=(400, 700), hindsight=(50, 120), response=(16, 64), budget=32768, padded_batch=16,
-                device="cuda", dtype=torch.bfloat16),
+    "gpu": dict(
+        hidden=896,
+        layers=24,
+        heads=14,
+        kv_heads=2,
+        intermediate=4864,
+        vocab=151936,
+        turns=64,
+        prompt=(400, 700),
+        hindsight=(50, 120),
+        response=(16, 64),
+        budget=32768,
+        padded_batch=16,
+        device="cuda",
+        dtype=torch.bfloat16,
+    ),
 }
 LOSS = LossConfig()
 
@@ -45,9 +83,16 @@ def make_inputs(size):
 
     s = SIZES[size]
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["intermediate"],
-                         num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
-                         num_key_value_heads=s["kv_heads"], tie_word_embeddings=True, attn_implementation="sdpa")
+    config = LlamaConfig(
+        vocab_size=s["vocab"],
+        hidden_size=s["hidden"],
+        intermediate_size=s["intermediate"],
+        num_hidden_layers=s["layers"],
+        num_attention_heads=s["heads"],
+        num_key_value_heads=s["kv_heads"],
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
     device, dtype = torch.device(s.get("device", "cpu")), s.get("dtype", torch.float32)
     model = add_agent_adapters(LlamaForCausalLM(config).to(device=device, dtype=dtype).requires_grad_(False))
     for name, p in model.named_parameters():  # LoRA B starts at 0; make the adapters non-trivial
@@ -60,8 +105,17 @@ def make_inputs(size):
         prompt = ids(rng.randint(*s["prompt"]))
         teacher = prompt[:-4] + ids(rng.randint(*s["hindsight"])) + prompt[-4:]
         response = ids(rng.randint(*s["response"]))
-        samples.append(TurnSample("rec" if i % 2 == 0 else "user", prompt, teacher, response,
-                                  tuple(-rng.random() for _ in response), rng.uniform(-1, 1), f"u{i // 4}"))
+        samples.append(
+            TurnSample(
+                "rec" if i % 2 == 0 else "user",
+                prompt,
+                teacher,
+                response,
+                tuple(-rng.random() for _ in response),
+                rng.uniform(-1, 1),
+                f"u{i // 4}",
+            )
+        )
     return {"model": model, "samples": samples, "size": s, "device": device}
 
 
@@ -103,11 +157,14 @@ def _response_logprobs(model, samples, prompts):
     device = model.device
     ids, mask = _padded(samples, prompts)
     logp = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().log_softmax(-1)
-    return torch.cat([
-        logp[i, len(p) - 1 : len(p) - 1 + len(s.response_ids)]
-        .gather(1, torch.tensor(s.response_ids, device=device)[:, None]).squeeze(1)
-        for i, (p, s) in enumerate(zip(prompts, samples))
-    ])
+    return torch.cat(
+        [
+            logp[i, len(p) - 1 : len(p) - 1 + len(s.response_ids)]
+            .gather(1, torch.tensor(s.response_ids, device=device)[:, None])
+            .squeeze(1)
+            for i, (p, s) in enumerate(zip(prompts, samples))
+        ]
+    )
 
 
 def train_step_padded(x):
@@ -123,8 +180,9 @@ def train_step_padded(x):
                 teacher = _response_logprobs(model, chunk, [s.teacher_prompt_ids for s in chunk])
             student = _response_logprobs(model, chunk, [s.prompt_ids for s in chunk])
             rewards = torch.tensor([s.reward for s in chunk for _ in s.response_ids], device=x["device"])
-            weights = torch.tensor([1 / (len(s.response_ids) * len(mine)) for s in chunk for _ in s.response_ids],
-                                   device=x["device"])
+            weights = torch.tensor(
+                [1 / (len(s.response_ids) * len(mine)) for s in chunk for _ in s.response_ids], device=x["device"]
+            )
             credit = (teacher - student.detach()).clamp(-LOSS.credit_clip, LOSS.credit_clip)
             loss = -(weights * (rewards + LOSS.distill_coef * credit) * student).sum()
             loss.backward()

@@ -19,24 +19,45 @@ over the 49,152-token vocabulary costs both sides alike, so fewer layers underst
 packing at the CPU preset's 2,048 unique tokens per stream, flat packing at 1,024 (at 2,048 its
 dense attention makes it 1.17x slower).
 """
+
 import json
 import sys
 from pathlib import Path
 
 import torch
+from measure import rss_high_water
 
 from coars_fast.cache import atomic_write, cache_dir
 from coars_fast.models.lora import add_agent_adapters
 from coars_fast.rollout import TurnSample, pack, pack_trees
 from coars_fast.train.config import LossConfig
 from coars_fast.train.step import accumulate_gradients
-from measure import rss_high_water
 
 SIZES = {
-    "cpu": dict(hidden=576, layers=2, heads=9, kv_heads=3, intermediate=1536, users=1, group=2, turns=5,
-                reason_tokens=32, budget={"tree": 2048, "flat": 1024}),
-    "smoke": dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, users=1, group=2, turns=2,
-                  reason_tokens=4, budget={"tree": 512, "flat": 512}),
+    "cpu": dict(
+        hidden=576,
+        layers=2,
+        heads=9,
+        kv_heads=3,
+        intermediate=1536,
+        users=1,
+        group=2,
+        turns=5,
+        reason_tokens=32,
+        budget={"tree": 2048, "flat": 1024},
+    ),
+    "smoke": dict(
+        hidden=64,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        intermediate=128,
+        users=1,
+        group=2,
+        turns=2,
+        reason_tokens=4,
+        budget={"tree": 512, "flat": 512},
+    ),
 }
 SEED = 0
 
@@ -48,8 +69,10 @@ def default_step_turns(size: str) -> list[TurnSample]:
     shipped = Path(__file__).with_name("data") / f"tree-packing-turns-{size}-{key}.json"
     path = shipped if shipped.is_file() else cache_dir("bench") / shipped.name  # generating takes minutes
     if path.is_file():
-        return [TurnSample(**{k: tuple(v) if isinstance(v, list) else v for k, v in t.items()})
-                for t in json.loads(path.read_text())]
+        return [
+            TurnSample(**{k: tuple(v) if isinstance(v, list) else v for k, v in t.items()})
+            for t in json.loads(path.read_text())
+        ]
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from coars_fast.data import load_dataset, resolve_data_dir
@@ -61,19 +84,39 @@ def default_step_turns(size: str) -> list[TurnSample]:
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
     torch.manual_seed(SEED)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
-                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     player = LlamaForCausalLM(config).eval().requires_grad_(False)
     player.generation_config.eos_token_id = tokenizer.eos_token_id
     lastfm = load_dataset("lastfm", resolve_data_dir())
     train = lastfm.split("train")
-    episodes = [train[i] for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(SEED))[: s["users"]]]
-    agents = Agents(player, tokenizer, GenerationSettings(greedy=False, temperature=1.0, max_new_tokens=64,
-                                                          batch_size=16, reason_tokens=s["reason_tokens"]))
-    rollout = collect(agents, lastfm, episodes, CandidateBuilder(lastfm).build(episodes),
-                      RolloutSettings(group_size=s["group"], max_turns=s["turns"]),
-                      RewardSettings(exclude_unlogged_positive=False))
+    episodes = [
+        train[i] for i in torch.randperm(len(train), generator=torch.Generator().manual_seed(SEED))[: s["users"]]
+    ]
+    agents = Agents(
+        player,
+        tokenizer,
+        GenerationSettings(
+            greedy=False, temperature=1.0, max_new_tokens=64, batch_size=16, reason_tokens=s["reason_tokens"]
+        ),
+    )
+    rollout = collect(
+        agents,
+        lastfm,
+        episodes,
+        CandidateBuilder(lastfm).build(episodes),
+        RolloutSettings(group_size=s["group"], max_turns=s["turns"]),
+        RewardSettings(exclude_unlogged_positive=False),
+    )
     atomic_write(path, lambda p: p.write_text(json.dumps([t.__dict__ for t in rollout.samples])))
     return rollout.samples
 
@@ -84,10 +127,17 @@ def make_inputs(size):
     s = SIZES[size]
     samples = default_step_turns(size)
     torch.manual_seed(SEED)
-    config = LlamaConfig(vocab_size=49152, hidden_size=s["hidden"], intermediate_size=s["intermediate"],
-                         num_hidden_layers=s["layers"], num_attention_heads=s["heads"],
-                         num_key_value_heads=s["kv_heads"], max_position_embeddings=8192, tie_word_embeddings=True,
-                         attn_implementation="sdpa")
+    config = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=s["hidden"],
+        intermediate_size=s["intermediate"],
+        num_hidden_layers=s["layers"],
+        num_attention_heads=s["heads"],
+        num_key_value_heads=s["kv_heads"],
+        max_position_embeddings=8192,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
     model = add_agent_adapters(LlamaForCausalLM(config).requires_grad_(False))
     for name, p in model.named_parameters():  # LoRA B starts at 0; make the adapters non-trivial
         if "lora_B" in name:
@@ -106,6 +156,7 @@ def _update(name, packer):
         stats = accumulate_gradients(model, batches, LossConfig(), 1.0, x["device"])
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         return sum(v for k, v in stats.items() if k.startswith("loss_")), grads
+
     return run
 
 

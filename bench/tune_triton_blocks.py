@@ -9,20 +9,27 @@ CUDA_CONFIGS and backend_torch.WORKSPACE_BYTES, and the figures into bench/RESUL
 
     python bench/tune_triton_blocks.py [--shapes gpu-4096 gpu-896] [--json OUT]
 """
+
 import argparse
 import json
 import sys
 
 import torch
-
-from cases import IMPLEMENTATIONS, SHAPES, make_inputs
+from cases import IMPLEMENTATIONS, make_inputs
 from measure import interleaved_medians
+
 from coars_fast.kernels import backend_torch, backend_triton
 
 # (BLOCK_M, BLOCK_V, BLOCK_D, num_warps, num_stages)
 CANDIDATES = [
-    (64, 128, 64, 8, 3), (128, 128, 64, 8, 3), (128, 128, 64, 4, 4), (128, 256, 64, 8, 3),
-    (64, 256, 64, 8, 3), (128, 128, 128, 8, 2), (256, 128, 64, 8, 3), (128, 64, 64, 4, 4),
+    (64, 128, 64, 8, 3),
+    (128, 128, 64, 8, 3),
+    (128, 128, 64, 4, 4),
+    (128, 256, 64, 8, 3),
+    (64, 256, 64, 8, 3),
+    (128, 128, 128, 8, 2),
+    (256, 128, 64, 8, 3),
+    (128, 64, 64, 4, 4),
 ]
 
 
@@ -42,7 +49,9 @@ def _kernel_calls(x):
     return {
         "partials": lambda: backend_triton.vocab_partials(hidden, None, weight, targets, 1.0, False, False),
         "partials_teacher": lambda: backend_triton.vocab_partials(hidden, teacher, weight, targets, 1.0, False, False),
-        "logit_grad": lambda: backend_triton.logit_grad(hidden[:rows], weight, targets[:rows], lse, coef, None, None, 1.0),
+        "logit_grad": lambda: backend_triton.logit_grad(
+            hidden[:rows], weight, targets[:rows], lse, coef, None, None, 1.0
+        ),
     }
 
 
@@ -53,7 +62,9 @@ def _time(fn, reps=5):
 
 
 def _steps(x, rounds=5):
-    impls = {f"{case}/{name}": IMPLEMENTATIONS[case][name] for case in ("coars", "logprobs") for name in ("ours", "naive")}
+    impls = {
+        f"{case}/{name}": IMPLEMENTATIONS[case][name] for case in ("coars", "logprobs") for name in ("ours", "naive")
+    }
     return interleaved_medians(impls, x, rounds)
 
 
@@ -87,8 +98,10 @@ def main():
         print(f"\n{kernel}: time per shape (ms), score = sum of time / best")
         for c in sorted(CANDIDATES, key=score.get):
             print(f"  {c}  " + "  ".join(f"{s}={times[c, s] * 1e3:.2f}" for s in inputs) + f"  score={score[c]:.3f}")
-        report["kernels"][kernel] = {"picked": _config(picked), "times_ms": {
-            f"{c}|{s}": round(times[c, s] * 1e3, 3) for c in CANDIDATES for s in inputs}}
+        report["kernels"][kernel] = {
+            "picked": _config(picked),
+            "times_ms": {f"{c}|{s}": round(times[c, s] * 1e3, 3) for c in CANDIDATES for s in inputs},
+        }
 
     picked = {k: dict(v) for k, v in backend_triton.CUDA_CONFIGS.items()}
     runs = [("current", current, current_workspace)] + [("picked", picked, w) for w in WORKSPACES]
@@ -99,9 +112,15 @@ def main():
         for shape, x in inputs.items():
             times = _steps(x)
             report["steps"][f"{label}|{shape}"] = times
-            print(f"\n{label}, {shape}: " + "  ".join(
-                f"{name}={t * 1e3:.1f}ms" for name, t in times.items()) + "  " + "  ".join(
-                f"{case} ours/naive={times[f'{case}/ours'] / times[f'{case}/naive']:.3f}" for case in ("coars", "logprobs")))
+            print(
+                f"\n{label}, {shape}: "
+                + "  ".join(f"{name}={t * 1e3:.1f}ms" for name, t in times.items())
+                + "  "
+                + "  ".join(
+                    f"{case} ours/naive={times[f'{case}/ours'] / times[f'{case}/naive']:.3f}"
+                    for case in ("coars", "logprobs")
+                )
+            )
     print("\npicked CUDA_CONFIGS = " + json.dumps(picked))
     if args.json:
         with open(args.json, "w") as f:

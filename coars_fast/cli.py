@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -55,8 +56,10 @@ def check_paths(args) -> None:
     if adapters is not None:
         missing = [a for a in ("rec", "user") if not (adapters / a / "adapter_config.json").is_file()]
         if missing:
-            raise CoarsError(f"--adapters {adapters}: no {' or '.join(m + '/adapter_config.json' for m in missing)} there "
-                             "(name a checkpoint's adapters/ folder, e.g. RUN/checkpoints/step-000020/adapters)")
+            raise CoarsError(
+                f"--adapters {adapters}: no {' or '.join(m + '/adapter_config.json' for m in missing)} there "
+                "(name a checkpoint's adapters/ folder, e.g. RUN/checkpoints/step-000020/adapters)"
+            )
     for flag in ("json", "out"):
         path = getattr(args, flag, None)
         if path is None:
@@ -71,11 +74,15 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     from coars_fast.data import DATASETS
 
     p.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}")
-    p.add_argument("--data-dir", help="folder holding the datasets (default: $COARS_FAST_DATA, else ~/.cache/coars_fast/data)")
+    p.add_argument(
+        "--data-dir", help="folder holding the datasets (default: $COARS_FAST_DATA, else ~/.cache/coars_fast/data)"
+    )
 
 
 def _add_candidate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split", default="val", help="which split to score (default: val; LastFM: val_all for every history prefix)")
+    p.add_argument(
+        "--split", default="val", help="which split to score (default: val; LastFM: val_all for every history prefix)"
+    )
     p.add_argument("--candidates", default="random", choices=("random", "sasrec"), help="candidate-list mode")
     p.add_argument("--num-candidates", type=at_least(2), default=20, help="items per candidate list (default: 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the candidate lists")
@@ -85,6 +92,9 @@ def _add_candidate_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="coars-fast", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument(
+        "--debug", action="store_true", help="print the traceback of a user error too (accepted anywhere on the line)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     data = commands.add_parser("data", help="inspect datasets").add_subparsers(dest="data_command", required=True)
@@ -98,54 +108,88 @@ def build_parser() -> argparse.ArgumentParser:
     _add_candidate_args(base)
     base.add_argument("--method", default="all", choices=("random", "popularity", "sasrec", "all"))
     base.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    base.add_argument("--retrain-sasrec", action="store_true", help="train SASRec again instead of loading the cached model")
+    base.add_argument(
+        "--retrain-sasrec", action="store_true", help="train SASRec again instead of loading the cached model"
+    )
     base.set_defaults(run=cmd_baseline)
 
     ev = commands.add_parser("eval", help="the agents' Hit@1, ValidRatio and user-agent F1, beside the baselines")
     _add_data_args(ev)
-    ev.add_argument("--split", default="val", help="split to evaluate (default: val; LastFM: val is one row per user, "
-                    "the published protocol, val_all every history prefix)")
-    ev.add_argument("--num-users", type=at_least(1), default=200, help="episodes to play (a seeded sample of the split)")
-    ev.add_argument("--f1-users", type=at_least(0), help="users for the user-agent F1 protocol (default: --num-users; 0 skips)")
+    ev.add_argument(
+        "--split",
+        default="val",
+        help="split to evaluate (default: val; LastFM: val is one row per user, "
+        "the published protocol, val_all every history prefix)",
+    )
+    ev.add_argument(
+        "--num-users", type=at_least(1), default=200, help="episodes to play (a seeded sample of the split)"
+    )
+    ev.add_argument(
+        "--f1-users", type=at_least(0), help="users for the user-agent F1 protocol (default: --num-users; 0 skips)"
+    )
     ev.add_argument("--turns", type=at_least(1), default=5, help="maximum turns per episode")
     ev.add_argument("--candidates", default="random", choices=("random", "sasrec"))
     ev.add_argument("--num-candidates", type=at_least(2), default=20)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--no-peers", action="store_true", help="do not show the User agent peer evidence p_t")
-    ev.add_argument("--free", action="store_true",
-                    help="free generation (the paper's setting): answers are not grounded in the candidates and "
-                    "actions, so ValidRatio matters")
+    ev.add_argument(
+        "--free",
+        action="store_true",
+        help="free generation (the paper's setting): answers are not grounded in the candidates and "
+        "actions, so ValidRatio matters",
+    )
     _add_model_args(ev)
     ev.add_argument("--out", type=Path, help="folder for summary.json and transcripts.jsonl (default: runs/eval-...)")
-    ev.add_argument("--retrain-sasrec", action="store_true", help="train SASRec again instead of loading the cached model")
+    ev.add_argument(
+        "--retrain-sasrec", action="store_true", help="train SASRec again instead of loading the cached model"
+    )
     ev.set_defaults(run=cmd_eval)
 
     tr = commands.add_parser("train", help="co-train the Recommender and User adapters with CoARS")
     tr.add_argument("--dataset", help="lastfm, movielens, instruments or jsonl (config: data.dataset)")
     tr.add_argument("--data-dir", help="folder holding the datasets (config: data.data_dir)")
     tr.add_argument("--config", default="cpu", help="a YAML file or a built-in preset (default: cpu)")
-    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key, e.g. optim.lr=5e-5")
+    tr.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key, e.g. optim.lr=5e-5"
+    )
     tr.add_argument("--model", help="Hugging Face id or local folder (config: model.name)")
-    tr.add_argument("--minutes", type=positive_float, help="training wall-clock budget, evaluation not counted (config: train.minutes)")
+    tr.add_argument(
+        "--minutes",
+        type=positive_float,
+        help="training wall-clock budget, evaluation not counted (config: train.minutes)",
+    )
     tr.add_argument("--steps", type=at_least(1), help="maximum optimizer steps (config: train.steps)")
     tr.add_argument("--distill-coef", type=float, help="lambda of the self-distilled credit; 0 turns it off")
-    tr.add_argument("--reward", choices=("interaction", "outcome"), help="interaction reward (Eq. 7/8) or sparse outcome")
+    tr.add_argument(
+        "--reward", choices=("interaction", "outcome"), help="interaction reward (Eq. 7/8) or sparse outcome"
+    )
     tr.add_argument("--train-agents", help="comma-separated agents to train: rec,user (default) or rec")
     tr.add_argument("--baseline", choices=("none", "group"), help="subtract the mean reward of a user's G episodes")
     tr.add_argument("--diagnosis", choices=("template", "self"), help="who writes the hindsight diagnosis")
-    tr.add_argument("--eval-users", type=at_least(1), help="validation episodes per evaluation (config: eval.num_users)")
+    tr.add_argument(
+        "--eval-users", type=at_least(1), help="validation episodes per evaluation (config: eval.num_users)"
+    )
     tr.add_argument("--out", type=Path, help="run folder (default: runs/<dataset>-<time>)")
-    tr.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
-    tr.add_argument("--overwrite", action="store_true", help="start again in an --out folder that holds an earlier run "
-                    "(deleting it); without it such a folder is refused")
-    tr.add_argument("--retrain-sasrec", action="store_true", help="train SASRec again instead of loading the cached model")
+    tr.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint"
+    )
+    tr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in an --out folder that holds an earlier run "
+        "(deleting it); without it such a folder is refused",
+    )
+    tr.add_argument(
+        "--retrain-sasrec", action="store_true", help="train SASRec again instead of loading the cached model"
+    )
     tr.set_defaults(run=cmd_train)
 
     rep = commands.add_parser("report", help="figures and a markdown summary of one or several training runs")
     rep.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders (several are overlaid)")
     rep.add_argument("--names", help="comma-separated legend names, one per run (default: the folder names)")
-    rep.add_argument("--out", type=Path, help="output folder (default: RUN/report for one run, "
-                     "runs/report-<time> for several)")
+    rep.add_argument(
+        "--out", type=Path, help="output folder (default: RUN/report for one run, runs/report-<time> for several)"
+    )
     rep.set_defaults(run=cmd_report)
     return parser
 
@@ -176,9 +220,15 @@ def cmd_baseline(args) -> None:
     dataset = load_dataset(args.dataset, args.data_dir)
     episodes = dataset.split(args.split)[: args.limit]
     methods = METHODS if args.method == "all" else (args.method,)
-    model = sasrec.load_or_train(dataset, retrain=args.retrain_sasrec) if "sasrec" in methods or args.candidates == "sasrec" else None
+    model = (
+        sasrec.load_or_train(dataset, retrain=args.retrain_sasrec)
+        if "sasrec" in methods or args.candidates == "sasrec"
+        else None
+    )
     candidates = CandidateBuilder(dataset, args.candidates, args.num_candidates, args.seed, model).build(episodes)
-    print(f"{dataset.name} {args.split}: {len(episodes):,} episodes, {args.num_candidates} {args.candidates} candidates, seed {args.seed}")
+    print(
+        f"{dataset.name} {args.split}: {len(episodes):,} episodes, {args.num_candidates} {args.candidates} candidates, seed {args.seed}"
+    )
     print(f"{'method':<12} {'Hit@1':>7}  95% CI")
     results = []
     for method in methods:
@@ -188,8 +238,18 @@ def cmd_baseline(args) -> None:
         print(f"{method:<12} {r.hit_at_1:>7.4f}  {spread}")
         results.append({"method": method, "hit_at_1": r.hit_at_1, "ci95": [low, high], "episodes": r.episodes})
     if args.json:
-        args.json.write_text(json.dumps({"dataset": dataset.name, "split": args.split, "candidates": args.candidates,
-                                         "seed": args.seed, "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "dataset": dataset.name,
+                    "split": args.split,
+                    "candidates": args.candidates,
+                    "seed": args.seed,
+                    "results": results,
+                },
+                indent=2,
+            )
+        )
 
 
 def cmd_eval(args) -> None:
@@ -199,29 +259,49 @@ def cmd_eval(args) -> None:
     from coars_fast.rollout import Agents, PeerIndex
 
     settings = EvalSettings(
-        split=args.split, num_users=args.num_users, f1_users=args.f1_users, max_turns=args.turns,
-        candidates=args.candidates, num_candidates=args.num_candidates, seed=args.seed,
+        split=args.split,
+        num_users=args.num_users,
+        f1_users=args.f1_users,
+        max_turns=args.turns,
+        candidates=args.candidates,
+        num_candidates=args.num_candidates,
+        seed=args.seed,
     )
     dataset = load_dataset(args.dataset, args.data_dir)
     ranker = sasrec.load_or_train(dataset, retrain=args.retrain_sasrec)
     model, tokenizer = load_model(args.model, args.device)
     if args.adapters:
         model = load_agent_adapters(model, args.adapters)
-    agents = Agents(model, tokenizer, GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                                                              grounded=not args.free))
+    agents = Agents(
+        model,
+        tokenizer,
+        GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, grounded=not args.free),
+    )
     peers = None if args.no_peers else PeerIndex(ranker, dataset)
     result = evaluate(agents, dataset, settings, sasrec=ranker, peers=peers)
     result["model"] = args.model or "smollm2-135m (embedded)"
     result["adapters"] = str(args.adapters) if args.adapters else None
     out = args.out or Path("runs") / f"eval-{dataset.name}-{args.split}-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(format_report(result, f"{dataset.name} {args.split}: model {result['model']}, adapters {result['adapters'] or 'none (zero-shot)'}"))
+    print(
+        format_report(
+            result,
+            f"{dataset.name} {args.split}: model {result['model']}, adapters {result['adapters'] or 'none (zero-shot)'}",
+        )
+    )
     print(f"written: {write_result(result, out)}")
 
 
 TRAIN_FLAGS = {
-    "dataset": "data.dataset", "data_dir": "data.data_dir", "model": "model.name", "minutes": "train.minutes",
-    "steps": "train.steps", "distill_coef": "loss.distill_coef", "reward": "reward.kind",
-    "train_agents": "rollout.train_agents", "baseline": "rollout.baseline", "diagnosis": "rollout.diagnosis",
+    "dataset": "data.dataset",
+    "data_dir": "data.data_dir",
+    "model": "model.name",
+    "minutes": "train.minutes",
+    "steps": "train.steps",
+    "distill_coef": "loss.distill_coef",
+    "reward": "reward.kind",
+    "train_agents": "rollout.train_agents",
+    "baseline": "rollout.baseline",
+    "diagnosis": "rollout.diagnosis",
     "eval_users": "eval.num_users",
 }
 
@@ -230,8 +310,9 @@ def cmd_train(args) -> None:
     from coars_fast.train.config import load_config
     from coars_fast.train.trainer import Trainer, format_summary
 
-    overrides = list(args.set) + [f"{key}={getattr(args, flag)}" for flag, key in TRAIN_FLAGS.items()
-                                  if getattr(args, flag) is not None]
+    overrides = list(args.set) + [
+        f"{key}={getattr(args, flag)}" for flag, key in TRAIN_FLAGS.items() if getattr(args, flag) is not None
+    ]
     if args.resume:
         if args.out is not None and args.out.resolve() != args.resume.resolve():
             raise CoarsError(f"--resume {args.resume} continues the run in that folder; drop --out {args.out}")
@@ -245,8 +326,9 @@ def cmd_train(args) -> None:
         config = load_config(args.config, overrides)
         run_dir = args.out or Path(config.out or f"runs/{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"run folder: {run_dir}")
-    summary = Trainer(config, run_dir, resume=args.resume is not None, overwrite=args.overwrite,
-                      retrain_sasrec=args.retrain_sasrec).run()
+    summary = Trainer(
+        config, run_dir, resume=args.resume is not None, overwrite=args.overwrite, retrain_sasrec=args.retrain_sasrec
+    ).run()
     print(format_summary(summary))
     from coars_fast.report import write_report
 
@@ -258,12 +340,17 @@ def cmd_report(args) -> None:
     from coars_fast.report import write_report
 
     names = [n.strip() for n in args.names.split(",")] if args.names else None
-    out = args.out or (args.runs[0] / "report" if len(args.runs) == 1 else Path("runs") / f"report-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = args.out or (
+        args.runs[0] / "report" if len(args.runs) == 1 else Path("runs") / f"report-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
     print(f"written: {write_report(args.runs, out, names)}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is read wherever it stands, before or after the command's name
+    debug = "--debug" in argv
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     warnings.simplefilter("default")
     warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
@@ -272,9 +359,13 @@ def main(argv: list[str] | None = None) -> int:
         check_paths(args)
         args.run(args)
     except CoarsError as err:
+        if debug:
+            traceback.print_exc()
         print(f"coars-fast: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
         print("coars-fast: interrupted", file=sys.stderr)
         return 130
     logging.getLogger(__name__).debug("done in %.1f s", time.monotonic() - started)

@@ -12,6 +12,7 @@ With a Hugging Face model the same two tensors are
     hidden = model(input_ids, output_hidden_states=True).hidden_states[-1][rows_predicting_answer]
     weight = model.lm_head.weight   (or model.get_output_embeddings().weight)
 """
+
 import argparse
 
 import torch
@@ -41,13 +42,13 @@ class ToyPolicy(torch.nn.Module):
             logits = self.lm_head(self.hidden_states(tokens)[:, -1])
             next_token = torch.multinomial(logits.softmax(-1), 1, generator=gen)
             tokens = torch.cat([tokens, next_token], dim=1)
-        return tokens[:, prompts.shape[1]:]
+        return tokens[:, prompts.shape[1] :]
 
 
 def answer_hidden(policy, prompts, answers):
     """Hidden states at the positions predicting each answer token, flattened to [B * A, D]."""
     tokens = torch.cat([prompts, answers], dim=1)
-    hidden = policy.hidden_states(tokens)[:, prompts.shape[1] - 1:-1]  # position t predicts token t + 1
+    hidden = policy.hidden_states(tokens)[:, prompts.shape[1] - 1 : -1]  # position t predicts token t + 1
     return hidden.reshape(-1, DIM)
 
 
@@ -72,24 +73,36 @@ def main(steps=60, batch=32, seed=0):
 
         with torch.no_grad():  # rollout-time log-probs, e.g. for PPO's ratio or for logging
             old_student, old_teacher = teacher_student_logprobs(
-                answer_hidden(policy, prompts, answers), answer_hidden(policy, teacher_prompts, answers),
-                policy.lm_head.weight, targets,
+                answer_hidden(policy, prompts, answers),
+                answer_hidden(policy, teacher_prompts, answers),
+                policy.lm_head.weight,
+                targets,
             )
 
         student_hidden = answer_hidden(policy, prompts, answers)
         with torch.no_grad():
             teacher_hidden = answer_hidden(policy, teacher_prompts, answers)
         loss, stats = coars_loss(
-            student_hidden, teacher_hidden, policy.lm_head.weight, targets, rewards, token_weights,
-            distill_coef=0.1, credit_clip=1.0, old_logprobs=old_student, ppo_clip=0.2,
+            student_hidden,
+            teacher_hidden,
+            policy.lm_head.weight,
+            targets,
+            rewards,
+            token_weights,
+            distill_coef=0.1,
+            credit_clip=1.0,
+            old_logprobs=old_student,
+            ppo_clip=0.2,
         )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if step % 10 == 0 or step == steps - 1:
-            print(f"step {step:3d}  hit rate {hits.mean().item():.2f}  loss {loss.item():+.4f}  "
-                  f"mean credit {stats['credit'].mean().item():+.3f}  "
-                  f"teacher-student gap {(old_teacher - old_student).mean().item():+.3f}")
+            print(
+                f"step {step:3d}  hit rate {hits.mean().item():.2f}  loss {loss.item():+.4f}  "
+                f"mean credit {stats['credit'].mean().item():+.3f}  "
+                f"teacher-student gap {(old_teacher - old_student).mean().item():+.3f}"
+            )
     window = max(1, steps // 6)
     first, last = sum(curve[:window]) / window, sum(curve[-window:]) / window
     print(f"hit rate over the first {window} steps {first:.2f}, over the last {window} steps {last:.2f} (seed {seed})")

@@ -10,6 +10,7 @@
 
 Imports torch only (triton lazily, on CUDA); see docs/KERNELS.md.
 """
+
 from . import reference
 from .backends import active_backend
 from .coars_loss import coars_loss

@@ -3,6 +3,7 @@
 The shared library registers the ops with torch and has no Python module of its own, so it is
 found with importlib and loaded with torch.ops.load_library on first use.
 """
+
 import importlib.util
 
 import torch

@@ -4,6 +4,7 @@ Each chunk materialises its [rows, V] logits (at most WORKSPACE_BYTES), so memor
 without any compiled code. It runs anywhere torch does; it is the fallback when neither the C++
 extension (CPU) nor Triton (CUDA) is available, and a baseline in bench/.
 """
+
 import torch
 
 # Budget for one [rows, V] chunk of logits or logit gradients (also used by the streaming backward), per

@@ -1,5 +1,6 @@
 """Triton backend: launches kernels/triton_kernels.py on CUDA tensors, or on CPU tensors under
 TRITON_INTERPRET=1 (tests; the variable must be set before triton is imported)."""
+
 import importlib.util
 import os
 
@@ -69,11 +70,26 @@ def vocab_partials(hidden, teacher_hidden, weight, targets, inv_temperature, wit
     splits = _cdiv(vocab_tiles, tiles_per_split)  # every split starts on a real tile
     stats = torch.empty(splits, 4, total_rows, dtype=torch.float32, device=hidden.device)
     vocab_partials_kernel[(row_blocks, splits)](
-        hidden, hidden if teacher_hidden is None else teacher_hidden, weight, targets, stats,
-        n, vocab, d, hidden.stride(0), weight.stride(0), total_rows, vocab_tiles, tiles_per_split,
+        hidden,
+        hidden if teacher_hidden is None else teacher_hidden,
+        weight,
+        targets,
+        stats,
+        n,
+        vocab,
+        d,
+        hidden.stride(0),
+        weight.stride(0),
+        total_rows,
+        vocab_tiles,
+        tiles_per_split,
         inv_temperature,
-        HAS_TEACHER=teacher_hidden is not None, WITH_ENTROPY=with_entropy, UPCAST=_interpreting(),
-        DOT_PRECISION=_dot_precision(hidden.dtype), **blocks, **launch,
+        HAS_TEACHER=teacher_hidden is not None,
+        WITH_ENTROPY=with_entropy,
+        UPCAST=_interpreting(),
+        DOT_PRECISION=_dot_precision(hidden.dtype),
+        **blocks,
+        **launch,
     )
     return stats, None
 
@@ -90,10 +106,25 @@ def logit_grad(hidden, weight, targets, lse, logp_coef, entropy_coef, mean_logit
     vocab_tiles = _cdiv(vocab, blocks["BLOCK_V"])
     with_entropy = entropy_coef is not None
     logit_grad_kernel[(_cdiv(n, blocks["BLOCK_M"]) * vocab_tiles,)](
-        hidden, weight, targets, lse, logp_coef,
-        entropy_coef if with_entropy else lse, mean_logit if with_entropy else lse, out,
-        n, vocab, d, hidden.stride(0), weight.stride(0), vocab_tiles, inv_temperature,
-        WITH_ENTROPY=with_entropy, UPCAST=_interpreting(), DOT_PRECISION=_dot_precision(hidden.dtype),
-        **blocks, **launch,
+        hidden,
+        weight,
+        targets,
+        lse,
+        logp_coef,
+        entropy_coef if with_entropy else lse,
+        mean_logit if with_entropy else lse,
+        out,
+        n,
+        vocab,
+        d,
+        hidden.stride(0),
+        weight.stride(0),
+        vocab_tiles,
+        inv_temperature,
+        WITH_ENTROPY=with_entropy,
+        UPCAST=_interpreting(),
+        DOT_PRECISION=_dot_precision(hidden.dtype),
+        **blocks,
+        **launch,
     )
     return out

@@ -10,6 +10,7 @@ CUDA expects "triton" and CPU expects "cpu"; when that one is unavailable the to
 and a RuntimeWarning names both, once per device type. Backend modules are imported lazily, so
 `import coars_fast.kernels` stays cheap and never needs triton.
 """
+
 import importlib
 import importlib.util
 import os

@@ -1,4 +1,5 @@
 """coars_loss: the CoARS self-distilled policy-gradient loss straight from hidden states."""
+
 from . import reference
 from .backends import active_backend
 from .fused_logprobs import fused_logprobs
@@ -6,9 +7,22 @@ from .objective import coars_objective
 from .validation import check_logprob_inputs, check_loss_inputs, check_teacher_hidden
 
 
-def coars_loss(student_hidden, teacher_hidden, weight, targets, rewards, token_weights, *, distill_coef=0.1,
-               credit_clip=1.0, temperature=1.0, ignore_index=-100, old_logprobs=None, ppo_clip=None,
-               return_entropy=False):
+def coars_loss(
+    student_hidden,
+    teacher_hidden,
+    weight,
+    targets,
+    rewards,
+    token_weights,
+    *,
+    distill_coef=0.1,
+    credit_clip=1.0,
+    temperature=1.0,
+    ignore_index=-100,
+    old_logprobs=None,
+    ppo_clip=None,
+    return_entropy=False,
+):
     """(loss, stats) for one agent's response tokens (DESIGN.md sections 1 and 3).
 
     loss = -sum_i token_weights_i (rewards_i + distill_coef A_i) logp_S,i with the self-distilled
@@ -23,21 +37,51 @@ def coars_loss(student_hidden, teacher_hidden, weight, targets, rewards, token_w
     """
     check_logprob_inputs(student_hidden, weight, targets, temperature=temperature, ignore_index=ignore_index)
     check_teacher_hidden(student_hidden, teacher_hidden)
-    check_loss_inputs(student_hidden, rewards, token_weights, distill_coef=distill_coef, credit_clip=credit_clip,
-                      old_logprobs=old_logprobs, ppo_clip=ppo_clip)
+    check_loss_inputs(
+        student_hidden,
+        rewards,
+        token_weights,
+        distill_coef=distill_coef,
+        credit_clip=credit_clip,
+        old_logprobs=old_logprobs,
+        ppo_clip=ppo_clip,
+    )
     backend = active_backend(student_hidden.device)
     if backend == "reference":
         return reference.coars_loss(
-            student_hidden, teacher_hidden, weight, targets, rewards, token_weights, distill_coef=distill_coef,
-            credit_clip=credit_clip, temperature=temperature, ignore_index=ignore_index,
-            old_logprobs=old_logprobs, ppo_clip=ppo_clip, return_entropy=return_entropy,
+            student_hidden,
+            teacher_hidden,
+            weight,
+            targets,
+            rewards,
+            token_weights,
+            distill_coef=distill_coef,
+            credit_clip=credit_clip,
+            temperature=temperature,
+            ignore_index=ignore_index,
+            old_logprobs=old_logprobs,
+            ppo_clip=ppo_clip,
+            return_entropy=return_entropy,
         )
     logp_student, logp_teacher, entropy = fused_logprobs(
-        student_hidden, teacher_hidden.detach(), weight, targets, temperature=temperature,
-        ignore_index=ignore_index, with_entropy=return_entropy, backend=backend,
+        student_hidden,
+        teacher_hidden.detach(),
+        weight,
+        targets,
+        temperature=temperature,
+        ignore_index=ignore_index,
+        with_entropy=return_entropy,
+        backend=backend,
     )
     return coars_objective(
-        logp_student, logp_teacher, rewards, token_weights, targets != ignore_index, distill_coef=distill_coef,
-        credit_clip=credit_clip, old_logprobs=old_logprobs, ppo_clip=ppo_clip,
+        logp_student,
+        logp_teacher,
+        rewards,
+        token_weights,
+        targets != ignore_index,
+        distill_coef=distill_coef,
+        credit_clip=credit_clip,
+        old_logprobs=old_logprobs,
+        ppo_clip=ppo_clip,
         entropy=entropy if return_entropy else None,
     )

@@ -16,6 +16,7 @@ statistics (kernels/merge.py). Backward, two strategies:
 
 Gradients flow to the student rows and the weight only; teacher log-probs are not differentiable.
 """
+
 import torch
 
 from .backend_torch import chunk_rows, gemm_dtype
@@ -26,8 +27,9 @@ from .validation import check_backend_dtype
 
 class FusedLogprobs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, teacher_hidden, weight, targets, temperature, ignore_index, with_entropy, backend,
-                with_jacobian):
+    def forward(
+        ctx, hidden, teacher_hidden, weight, targets, temperature, ignore_index, with_entropy, backend, with_jacobian
+    ):
         ctx.set_materialize_grads(False)
         module = backend_module(backend)
         n = hidden.shape[0]
@@ -75,16 +77,26 @@ class FusedLogprobs(torch.autograd.Function):
                     entropy_coef = grad_entropy.to(lse.dtype) * scale
                     mean_logit = lse - entropy  # E_p[z], since entropy = lse - E_p[z]
                 grad_hidden, grad_weight = streaming_backward(
-                    backend_module(ctx.backend), hidden, weight, targets, lse, grad_logp * scale, entropy_coef,
-                    mean_logit, ctx.inv_temperature, ctx.needs_input_grad[0], ctx.needs_input_grad[2],
+                    backend_module(ctx.backend),
+                    hidden,
+                    weight,
+                    targets,
+                    lse,
+                    grad_logp * scale,
+                    entropy_coef,
+                    mean_logit,
+                    ctx.inv_temperature,
+                    ctx.needs_input_grad[0],
+                    ctx.needs_input_grad[2],
                 )
         grad_hidden = None if grad_hidden is None else grad_hidden.to(hidden.dtype)
         grad_weight = None if grad_weight is None else grad_weight.to(weight.dtype)
         return grad_hidden, None, grad_weight, None, None, None, None, None, None
 
 
-def streaming_backward(module, hidden, weight, targets, lse, logp_coef, entropy_coef, mean_logit,
-                       inv_temperature, need_hidden, need_weight):
+def streaming_backward(
+    module, hidden, weight, targets, lse, logp_coef, entropy_coef, mean_logit, inv_temperature, need_hidden, need_weight
+):
     """dH and/or dW of sum_i (a_i logp_i + b_i entropy_i), one bounded [rows, V] chunk at a time."""
     w = weight.to(gemm_dtype(weight.dtype, weight.device))
     n = hidden.shape[0]
@@ -95,7 +107,11 @@ def streaming_backward(module, hidden, weight, targets, lse, logp_coef, entropy_
         rows = slice(start, start + step)
         h = hidden[rows].to(w.dtype)
         dlogits = module.logit_grad(
-            h, w, targets[rows], lse[rows], logp_coef[rows],
+            h,
+            w,
+            targets[rows],
+            lse[rows],
+            logp_coef[rows],
             None if entropy_coef is None else entropy_coef[rows],
             None if mean_logit is None else mean_logit[rows],
             inv_temperature,
@@ -114,7 +130,9 @@ def fused_logprobs(hidden, teacher_hidden, weight, targets, *, temperature, igno
     Function cannot tell: its forward always runs with grad disabled)."""
     check_backend_dtype(backend, hidden)
     with_jacobian = (
-        torch.is_grad_enabled() and hidden.requires_grad and not weight.requires_grad
+        torch.is_grad_enabled()
+        and hidden.requires_grad
+        and not weight.requires_grad
         and backend_module(backend).ACCUMULATES_EXPECTED_WEIGHT
     )
     return FusedLogprobs.apply(

@@ -7,6 +7,7 @@ expected[S, N, D] = sum_j exp(z_j - m) weight_j for the first N rows. Every rang
 least one vocabulary entry (finite m). Merging is exact log-sum-exp arithmetic, so the split only
 changes rounding.
 """
+
 from dataclasses import dataclass
 
 import torch

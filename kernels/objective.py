@@ -9,11 +9,23 @@ fused coars_loss and its reference so the two differ only in how log-probs are c
 
 Ignored rows (valid = False) contribute nothing.
 """
+
 import torch
 
 
-def coars_objective(logp_student, logp_teacher, rewards, token_weights, valid, *, distill_coef, credit_clip,
-                    old_logprobs=None, ppo_clip=None, entropy=None):
+def coars_objective(
+    logp_student,
+    logp_teacher,
+    rewards,
+    token_weights,
+    valid,
+    *,
+    distill_coef,
+    credit_clip,
+    old_logprobs=None,
+    ppo_clip=None,
+    entropy=None,
+):
     """Returns (loss, stats): stats holds logp_student, logp_teacher, credit A and, when given,
     entropy, all detached [N]."""
     dtype = logp_student.dtype

@@ -3,6 +3,7 @@
 Logits are float32, or float64 for float64 inputs (tests pass float64 copies to get an exact
 reference). Memory is O(N x V): use it for testing and debugging only.
 """
+
 import torch
 
 from .objective import coars_objective
@@ -27,8 +28,7 @@ def token_logprobs(hidden, weight, targets, *, temperature=1.0, ignore_index=-10
     return (logp, entropy) if return_entropy else logp
 
 
-def teacher_student_logprobs(student_hidden, teacher_hidden, weight, targets, *, temperature=1.0,
-                             ignore_index=-100):
+def teacher_student_logprobs(student_hidden, teacher_hidden, weight, targets, *, temperature=1.0, ignore_index=-100):
     check_logprob_inputs(student_hidden, weight, targets, temperature=temperature, ignore_index=ignore_index)
     check_teacher_hidden(student_hidden, teacher_hidden)
     logp_student, _ = _logprobs(student_hidden, weight, targets, temperature, ignore_index, False)
@@ -37,16 +37,46 @@ def teacher_student_logprobs(student_hidden, teacher_hidden, weight, targets, *,
     return logp_student, logp_teacher
 
 
-def coars_loss(student_hidden, teacher_hidden, weight, targets, rewards, token_weights, *, distill_coef=0.1,
-               credit_clip=1.0, temperature=1.0, ignore_index=-100, old_logprobs=None, ppo_clip=None,
-               return_entropy=False):
+def coars_loss(
+    student_hidden,
+    teacher_hidden,
+    weight,
+    targets,
+    rewards,
+    token_weights,
+    *,
+    distill_coef=0.1,
+    credit_clip=1.0,
+    temperature=1.0,
+    ignore_index=-100,
+    old_logprobs=None,
+    ppo_clip=None,
+    return_entropy=False,
+):
     check_logprob_inputs(student_hidden, weight, targets, temperature=temperature, ignore_index=ignore_index)
     check_teacher_hidden(student_hidden, teacher_hidden)
-    check_loss_inputs(student_hidden, rewards, token_weights, distill_coef=distill_coef, credit_clip=credit_clip,
-                      old_logprobs=old_logprobs, ppo_clip=ppo_clip)
+    check_loss_inputs(
+        student_hidden,
+        rewards,
+        token_weights,
+        distill_coef=distill_coef,
+        credit_clip=credit_clip,
+        old_logprobs=old_logprobs,
+        ppo_clip=ppo_clip,
+    )
     logp_student, entropy = _logprobs(student_hidden, weight, targets, temperature, ignore_index, return_entropy)
     with torch.no_grad():
         logp_teacher, _ = _logprobs(teacher_hidden, weight, targets, temperature, ignore_index, False)
     valid = targets != ignore_index
-    return coars_objective(logp_student, logp_teacher, rewards, token_weights, valid, distill_coef=distill_coef,
-                           credit_clip=credit_clip, old_logprobs=old_logprobs, ppo_clip=ppo_clip, entropy=entropy)
+    return coars_objective(
+        logp_student,
+        logp_teacher,
+        rewards,
+        token_weights,
+        valid,
+        distill_coef=distill_coef,
+        credit_clip=credit_clip,
+        old_logprobs=old_logprobs,
+        ppo_clip=ppo_clip,
+        entropy=entropy,
+    )

@@ -1,4 +1,5 @@
 """token_logprobs: log pi(y_i | x) per response row, from hidden states and the LM-head weight."""
+
 from . import reference
 from .backends import active_backend
 from .fused_logprobs import fused_logprobs
@@ -17,8 +18,17 @@ def token_logprobs(hidden, weight, targets, *, temperature=1.0, ignore_index=-10
     check_logprob_inputs(hidden, weight, targets, temperature=temperature, ignore_index=ignore_index)
     backend = active_backend(hidden.device)
     if backend == "reference":
-        return reference.token_logprobs(hidden, weight, targets, temperature=temperature,
-                                        ignore_index=ignore_index, return_entropy=return_entropy)
-    logp, _, entropy = fused_logprobs(hidden, None, weight, targets, temperature=temperature,
-                                      ignore_index=ignore_index, with_entropy=return_entropy, backend=backend)
+        return reference.token_logprobs(
+            hidden, weight, targets, temperature=temperature, ignore_index=ignore_index, return_entropy=return_entropy
+        )
+    logp, _, entropy = fused_logprobs(
+        hidden,
+        None,
+        weight,
+        targets,
+        temperature=temperature,
+        ignore_index=ignore_index,
+        with_entropy=return_entropy,
+        backend=backend,
+    )
     return (logp, entropy) if return_entropy else logp

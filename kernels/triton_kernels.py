@@ -10,6 +10,7 @@ Offsets are int64 before they meet a stride (N x V passes 2^31 at 16k x 152k). G
 unbounded dimension on axis 0 (axes 1 and 2 stop at 65,535). UPCAST (set under TRITON_INTERPRET)
 widens loads to fp32 because the interpreter's tl.dot is wrong for bf16.
 """
+
 import triton
 import triton.language as tl
 
@@ -58,10 +59,27 @@ def _store_stats(stats_ptr, split, rows, row_mask, total_rows, m, s, t, e):
 
 @triton.jit
 def vocab_partials_kernel(
-    hidden_ptr, teacher_ptr, weight_ptr, targets_ptr, stats_ptr,
-    N, V, D, stride_h, stride_w, total_rows, vocab_tiles, tiles_per_split, inv_temperature,
-    HAS_TEACHER: tl.constexpr, WITH_ENTROPY: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
+    hidden_ptr,
+    teacher_ptr,
+    weight_ptr,
+    targets_ptr,
+    stats_ptr,
+    N,
+    V,
+    D,
+    stride_h,
+    stride_w,
+    total_rows,
+    vocab_tiles,
+    tiles_per_split,
+    inv_temperature,
+    HAS_TEACHER: tl.constexpr,
+    WITH_ENTROPY: tl.constexpr,
+    UPCAST: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     split = tl.program_id(1)
     rows = block_offsets(tl.program_id(0), BLOCK_M)
@@ -101,10 +119,27 @@ def vocab_partials_kernel(
 
 @triton.jit
 def logit_grad_kernel(
-    hidden_ptr, weight_ptr, targets_ptr, lse_ptr, logp_coef_ptr, entropy_coef_ptr, mean_logit_ptr, out_ptr,
-    N, V, D, stride_h, stride_w, vocab_tiles, inv_temperature,
-    WITH_ENTROPY: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_D: tl.constexpr,
+    hidden_ptr,
+    weight_ptr,
+    targets_ptr,
+    lse_ptr,
+    logp_coef_ptr,
+    entropy_coef_ptr,
+    mean_logit_ptr,
+    out_ptr,
+    N,
+    V,
+    D,
+    stride_h,
+    stride_w,
+    vocab_tiles,
+    inv_temperature,
+    WITH_ENTROPY: tl.constexpr,
+    UPCAST: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+    BLOCK_D: tl.constexpr,
 ):
     """out[r, j] = a_r ([j == y_r] - p_rj) - b_r p_rj (z_rj - mean_logit_r) for one tile."""
     pid = tl.program_id(0)

@@ -4,6 +4,7 @@ Every public op (fused or reference) validates through here before any kernel ru
 never sees a target outside [0, V) (other than ignore_index), mismatched shapes or devices, or a
 temperature that would turn the logits into inf/NaN.
 """
+
 import math
 
 import torch

@@ -3,11 +3,21 @@ agent, Hit@1 and ValidRatio of the sampled training episodes) and every evaluati
 
     python scripts/learning_curves.py runs/lastfm-A runs/lastfm-B ...
 """
+
 import json
 import sys
 from pathlib import Path
 
-CURVE = ("train_minutes", "reward_rec", "reward_user", "turns_user", "train_hit_at_1", "valid_ratio", "grad_norm_rec", "grad_norm_user")
+CURVE = (
+    "train_minutes",
+    "reward_rec",
+    "reward_user",
+    "turns_user",
+    "train_hit_at_1",
+    "valid_ratio",
+    "grad_norm_rec",
+    "grad_norm_user",
+)
 EVAL = ("hit_at_1", "valid_ratio", "mean_turns", "user_precision", "user_recall", "user_f1")
 
 

@@ -5,6 +5,7 @@ optimizer step); medians are reported. Markdown rows for docs/RESULTS.md.
 
     python scripts/packing_update_time.py --dataset lastfm --data-dir ../shared/data --rounds 2
 """
+
 import argparse
 import statistics
 import tempfile
@@ -40,13 +41,25 @@ def main() -> None:
     episodes = [train[i] for i in rng.choice(len(train), size=config.train.users_per_step, replace=False)]
     trainer.model.eval()
     started = time.perf_counter()
-    rollout = collect(trainer.sampler, trainer.dataset, episodes, trainer.candidates.build(episodes), config.rollout,
-                      config.reward, trainer.peers)
-    print(f"{config.data.dataset}: step {args.step + 1} of seed {config.train.seed}: {len(episodes)} users x "
-          f"G={config.rollout.group_size}, {len(rollout.samples)} turns kept, rollout {time.perf_counter() - started:.0f} s")
+    rollout = collect(
+        trainer.sampler,
+        trainer.dataset,
+        episodes,
+        trainer.candidates.build(episodes),
+        config.rollout,
+        config.reward,
+        trainer.peers,
+    )
+    print(
+        f"{config.data.dataset}: step {args.step + 1} of seed {config.train.seed}: {len(episodes)} users x "
+        f"G={config.rollout.group_size}, {len(rollout.samples)} turns kept, rollout {time.perf_counter() - started:.0f} s"
+    )
 
-    arms = {(name, budget): packer for budget in (args.budgets or [config.train.token_budget])
-            for name, packer in (("flat", pack), ("tree", pack_trees))}
+    arms = {
+        (name, budget): packer
+        for budget in (args.budgets or [config.train.token_budget])
+        for name, packer in (("flat", pack), ("tree", pack_trees))
+    }
     seconds = {arm: [] for arm in arms}
     losses = {}
     trainer.model.train()
@@ -55,22 +68,30 @@ def main() -> None:
             trainer.model.zero_grad(set_to_none=True)
             t0 = time.perf_counter()
             batches = packer(rollout.samples, budget)
-            stats = accumulate_gradients(trainer.model, batches, config.loss, config.generation.temperature,
-                                         trainer.device)
+            stats = accumulate_gradients(
+                trainer.model, batches, config.loss, config.generation.temperature, trainer.device
+            )
             seconds[name, budget].append(time.perf_counter() - t0)
             losses[name, budget] = sum(v for k, v in stats.items() if k.startswith("loss_"))
     baseline = statistics.median(seconds["flat", config.train.token_budget if not args.budgets else args.budgets[0]])
-    print(f"{args.rounds} rounds, {torch.get_num_threads()} threads; losses "
-          + ", ".join(f"{n}@{b} {v:.6f}" for (n, b), v in losses.items()) + "\n")
-    print("| packing | token budget | tokens computed | micro-batches | update s (median) | per round | vs first flat |")
+    print(
+        f"{args.rounds} rounds, {torch.get_num_threads()} threads; losses "
+        + ", ".join(f"{n}@{b} {v:.6f}" for (n, b), v in losses.items())
+        + "\n"
+    )
+    print(
+        "| packing | token budget | tokens computed | micro-batches | update s (median) | per round | vs first flat |"
+    )
     print("|---|---|---|---|---|---|---|")
     for (name, budget), packer in arms.items():
         batches = packer(rollout.samples, budget)
         report = padding_report(batches, budget)
         median = statistics.median(seconds[name, budget])
         rounds = ", ".join(f"{s:.1f}" for s in seconds[name, budget])
-        print(f"| {name} | {budget} | {report['tokens']} ({report['token_ratio']:.3f} of flat) | {len(batches)} | "
-              f"{median:.1f} | {rounds} | {median / baseline:.2f}x |")
+        print(
+            f"| {name} | {budget} | {report['tokens']} ({report['token_ratio']:.3f} of flat) | {len(batches)} | "
+            f"{median:.1f} | {rounds} | {median / baseline:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

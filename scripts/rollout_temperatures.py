@@ -5,6 +5,7 @@ docs/RESULTS.md; the same users and candidates at every temperature.
 
     python scripts/rollout_temperatures.py --dataset lastfm --users 8 --temperatures 0.7 1.0 1.3
 """
+
 import argparse
 import statistics
 import time
@@ -35,24 +36,59 @@ def main() -> None:
     episodes = [train[i] for i in np.random.default_rng(args.seed).choice(len(train), size=args.users, replace=False)]
     candidates = CandidateBuilder(dataset, "random", 20, args.seed, ranker).build(episodes)
     model, tokenizer = load_model(None, "cpu")
-    print(f"{dataset.name}: {args.users} training users x G=2 sampled episodes, at most 5 turns, seed {args.seed}, "
-          f"{'free' if args.free else 'grounded'} generation, peer evidence on\n")
-    header = ("temperature", "valid", "episodes with a hit", "Hit@1", "R_rec mean", "R_rec sd", "R_rec > 0",
-              "R_user mean", "R_user sd", "R_user > 0", "excluded turns", "rec turns with loss weight", "turns", "s")
+    print(
+        f"{dataset.name}: {args.users} training users x G=2 sampled episodes, at most 5 turns, seed {args.seed}, "
+        f"{'free' if args.free else 'grounded'} generation, peer evidence on\n"
+    )
+    header = (
+        "temperature",
+        "valid",
+        "episodes with a hit",
+        "Hit@1",
+        "R_rec mean",
+        "R_rec sd",
+        "R_rec > 0",
+        "R_user mean",
+        "R_user sd",
+        "R_user > 0",
+        "excluded turns",
+        "rec turns with loss weight",
+        "turns",
+        "s",
+    )
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for temperature in args.temperatures:
-        agents = Agents(model, tokenizer, GenerationSettings(greedy=False, temperature=temperature, grounded=not args.free))
+        agents = Agents(
+            model, tokenizer, GenerationSettings(greedy=False, temperature=temperature, grounded=not args.free)
+        )
         started = time.perf_counter()
         rollout = collect(agents, dataset, episodes, candidates, RolloutSettings(group_size=2), RewardSettings(), peers)
         s = rollout.stats
         turns = sum(len(st.turns) for st in rollout.states)
-        cell = lambda key: f"{s[key]:.2f}" if key in s else "-"
-        print("| " + " | ".join([
-            f"{temperature:.1f}", cell("valid_ratio"), cell("episodes_with_hit"), cell("train_hit_at_1"),
-            cell("reward_rec"), cell("reward_rec_std"), cell("reward_rec_positive"),
-            cell("reward_user"), cell("reward_user_std"), cell("reward_user_positive"),
-            cell("excluded_share"), cell("rec_weighted_share"), str(turns), f"{time.perf_counter() - started:.0f}",
-        ]) + " |", flush=True)
+        cell = lambda key, s=s: f"{s[key]:.2f}" if key in s else "-"
+        print(
+            "| "
+            + " | ".join(
+                [
+                    f"{temperature:.1f}",
+                    cell("valid_ratio"),
+                    cell("episodes_with_hit"),
+                    cell("train_hit_at_1"),
+                    cell("reward_rec"),
+                    cell("reward_rec_std"),
+                    cell("reward_rec_positive"),
+                    cell("reward_user"),
+                    cell("reward_user_std"),
+                    cell("reward_user_positive"),
+                    cell("excluded_share"),
+                    cell("rec_weighted_share"),
+                    str(turns),
+                    f"{time.perf_counter() - started:.0f}",
+                ]
+            )
+            + " |",
+            flush=True,
+        )
         actions = statistics.multimode([t.reply.action for st in rollout.states for t in st.turns if t.reply] or ["-"])
         print(f"<!-- T={temperature}: most frequent User action(s) {actions} -->", flush=True)
 

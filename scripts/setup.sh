@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs coars-fast into the current Python environment without ever resolving a CUDA torch on a
 # CPU machine: torch and triton are pinned and installed first, then the package is built against
-# them. `--dev` adds the test and benchmark tools (pytest, pytest-benchmark, hypothesis, Liger, CCE).
+# them. `--dev` adds the test, lint and benchmark tools (pytest, pytest-benchmark, hypothesis, ruff, Liger, CCE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}

@@ -1,9 +1,9 @@
 import os
 
 import pytest
+from helpers import tiny_llama, write_jsonl
 
 from coars_fast.data import load_dataset, resolve_data_dir
-from helpers import tiny_llama, write_jsonl
 
 
 @pytest.fixture(scope="session")

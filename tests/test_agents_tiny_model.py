@@ -4,24 +4,45 @@ import time
 
 import pytest
 import torch
+from helpers import tiny_llama
 
-from coars_fast.data.dataset import Episode
-from coars_fast.models import GenerationSettings, add_agent_adapters, encode_chat, generate, load_agent_adapters, save_agent_adapters
+from coars_fast.data.dataset import Dataset, Episode, Item
+from coars_fast.models import (
+    GenerationSettings,
+    add_agent_adapters,
+    encode_chat,
+    generate,
+    load_agent_adapters,
+    save_agent_adapters,
+)
 from coars_fast.models.scoring import next_token_logprobs
 from coars_fast.rollout import Agents, make_states, run_episodes
-from helpers import tiny_llama
-from coars_fast.data.dataset import Dataset, Item
 
 
 @pytest.fixture
 def tiny_agents(smol_tokenizer):
     model = add_agent_adapters(tiny_llama(smol_tokenizer))
-    return Agents(model, smol_tokenizer, GenerationSettings(greedy=False, temperature=1.0, max_new_tokens=12, batch_size=4))
+    return Agents(
+        model, smol_tokenizer, GenerationSettings(greedy=False, temperature=1.0, max_new_tokens=12, batch_size=4)
+    )
 
 
 @pytest.fixture
 def toy_dataset():
-    titles = ["Joy Division", "Kent", "Iggy Pop", "Air", "Blur", "Pulp", "Suede", "Oasis", "Muse", "Keane", "Bush", "Doves"]
+    titles = [
+        "Joy Division",
+        "Kent",
+        "Iggy Pop",
+        "Air",
+        "Blur",
+        "Pulp",
+        "Suede",
+        "Oasis",
+        "Muse",
+        "Keane",
+        "Bush",
+        "Doves",
+    ]
     return Dataset(name="lastfm", items=[Item(str(i), t) for i, t in enumerate(titles)], splits={})
 
 
@@ -44,7 +65,9 @@ def test_batched_episodes_keep_exact_token_ids(tiny_agents, toy_dataset):
             assert list(out.prompt_ids) == encode_chat(tok, turn.rec_prompt)
             assert tok.decode(list(out.ids), skip_special_tokens=True) == out.text
             # grounded (the default): the answer names a candidate; the cap grows to fit the longest head
-            assert turn.recommendation.matched_by == "exact" and out.text.startswith(f" {s.titles[turn.recommendation.position]}\nReason:")
+            assert turn.recommendation.matched_by == "exact" and out.text.startswith(
+                f" {s.titles[turn.recommendation.position]}\nReason:"
+            )
             assert 1 <= len(out.ids) <= 12 + 8 and len(out.logprobs) == len(out.ids)
             assert all(lp <= 0 for lp in out.logprobs)
             if turn.user_output is not None:
@@ -55,7 +78,9 @@ def test_batched_episodes_keep_exact_token_ids(tiny_agents, toy_dataset):
 def test_behaviour_logprobs_match_a_forward_pass(tiny_agents):
     """The stored log-probs are those of the sampling policy: a training forward must see the same."""
     tok, model = tiny_agents.tokenizer, tiny_agents.model
-    prompts = [encode_chat(tok, [{"role": "user", "content": text}]) for text in ("Hello there", "Name one band please")]
+    prompts = [
+        encode_chat(tok, [{"role": "user", "content": text}]) for text in ("Hello there", "Name one band please")
+    ]
     settings = GenerationSettings(greedy=False, temperature=0.7, max_new_tokens=8, batch_size=2)
     for out in generate(model, tok, prompts, settings, adapter="rec"):
         ids = torch.tensor([list(out.prompt_ids) + list(out.ids)])
@@ -97,7 +122,10 @@ def test_two_adapters_differ_once_one_is_perturbed(tiny_agents, tmp_path):
 
 def test_shared_prefix_scoring_matches_separate_forwards(tiny_agents):
     tok, model = tiny_agents.tokenizer, tiny_agents.model
-    chats = [[{"role": "user", "content": f"Do you like {item}? Answer like or dislike."}] for item in ("Blur", "Pulp and friends", "Air")]
+    chats = [
+        [{"role": "user", "content": f"Do you like {item}? Answer like or dislike."}]
+        for item in ("Blur", "Pulp and friends", "Air")
+    ]
     prompts = [encode_chat(tok, c) for c in chats]
     got = next_token_logprobs(model, tok, prompts, adapter="user")
     for row, prompt in enumerate(prompts):
@@ -120,9 +148,14 @@ def test_prompt_cache_reuse_gives_the_same_generation(tiny_agents):
     settings = GenerationSettings(greedy=True, max_new_tokens=10, batch_size=3)
 
     def chat(user, memory):
-        return encode_chat(tok, [{"role": "system", "content": "Pick an artist."},
-                                 {"role": "user", "content": f"History of {user}: Blur, Pulp.\n\n{memory}Which one?"},
-                                 {"role": "assistant", "content": "Item:"}])
+        return encode_chat(
+            tok,
+            [
+                {"role": "system", "content": "Pick an artist."},
+                {"role": "user", "content": f"History of {user}: Blur, Pulp.\n\n{memory}Which one?"},
+                {"role": "assistant", "content": "Item:"},
+            ],
+        )
 
     users = ["ann", "bob with a much longer name", "cy"]
     cache = PromptCache()
@@ -136,4 +169,6 @@ def test_prompt_cache_reuse_gives_the_same_generation(tiny_agents):
     for a, b in zip(cached, plain):
         assert a.ids == b.ids and a.prompt_ids == b.prompt_ids
         assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-4
-    assert [g.ids for g in first] == [g.ids for g in generate(model, tok, [chat(u, "") for u in users], settings, "rec")]
+    assert [g.ids for g in first] == [
+        g.ids for g in generate(model, tok, [chat(u, "") for u in users], settings, "rec")
+    ]

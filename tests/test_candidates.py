@@ -93,8 +93,11 @@ def test_sasrec_mode_is_the_top_of_sasrec_ranking(cyclic_dataset):
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"mode": "popular"}, "unknown candidate mode"), ({"mode": "sasrec"}, "needs a trained SASRec"),
-     ({"num_candidates": 1}, r"num_candidates must lie in \[2, 4606\]")],
+    [
+        ({"mode": "popular"}, "unknown candidate mode"),
+        ({"mode": "sasrec"}, "needs a trained SASRec"),
+        ({"num_candidates": 1}, r"num_candidates must lie in \[2, 4606\]"),
+    ],
 )
 def test_bad_candidate_settings(lastfm, kwargs, message):
     with pytest.raises(DataError, match=message):

@@ -5,9 +5,9 @@ import gzip
 import time
 
 import pytest
+from helpers import write_jsonl
 
 from coars_fast.cli import main
-from helpers import write_jsonl
 
 ITEMS = [("a", "Alpha"), ("b", "Beta"), ("c", "Gamma"), ("d", "Delta"), ("e", "Epsilon")]
 
@@ -40,14 +40,23 @@ ROWS = [
     ("train --dataset synthetic --set train.users_per_step=0", "config key 'train.users_per_step' must be >= 1"),
     ("train --dataset synthetic --set train.token_budget=-1", "config key 'train.token_budget' must be >= 1"),
     ("train --dataset synthetic --set generation.temperature=0", "temperature > 0"),
-    ("train --dataset synthetic --set rollout.train_agents=[critic]", "config key 'rollout.train_agents' must be a non-empty subset"),
+    (
+        "train --dataset synthetic --set rollout.train_agents=[critic]",
+        "config key 'rollout.train_agents' must be a non-empty subset",
+    ),
     ("train --dataset synthetic --set optim.lrr=1e-4", "unknown config key 'optim.lrr'; did you mean 'optim.lr'?"),
     ("train --dataset synthetic --set train=5", "config section train must be a mapping"),
     ("train --dataset synthetic --set novalue", "override 'novalue' must look like section.key=value"),
     ("train --dataset netflix", "config key 'data.dataset' must be one of"),
-    ("train --dataset synthetic --set data.candidates=pop", "config key 'data.candidates' must be one of random, sasrec"),
+    (
+        "train --dataset synthetic --set data.candidates=pop",
+        "config key 'data.candidates' must be one of random, sasrec",
+    ),
     ("train --dataset synthetic --set data.synthetic.noise=2", "noise must lie in [0, 1)"),
-    ("train --dataset synthetic --set train.packing=trie", "config key 'train.packing' must be one of auto, tree, flat"),
+    (
+        "train --dataset synthetic --set train.packing=trie",
+        "config key 'train.packing' must be one of auto, tree, flat",
+    ),
     # config files
     ("train --config {tmp}/missing.yaml", "config file {tmp}/missing.yaml not found (built-in presets:"),
     ("train --config {tmp}/list.yaml", "a config is a YAML mapping of sections"),
@@ -66,7 +75,10 @@ ROWS = [
     ("frobnicate", "argument command: invalid choice: 'frobnicate'"),
     # paths
     ("train --dataset synthetic --out {tmp}/a-file", "--out {tmp}/a-file is a file; name a folder"),
-    ("train --dataset synthetic --out {tmp}/old-run", "holds an earlier run: pass --resume {tmp}/old-run to continue it"),
+    (
+        "train --dataset synthetic --out {tmp}/old-run",
+        "holds an earlier run: pass --resume {tmp}/old-run to continue it",
+    ),
     ("train --resume {tmp}/nowhere", "--resume {tmp}/nowhere: no config.yaml there"),
     ("train --resume {tmp}/old-run --overwrite", "give one of them"),
     ("train --resume {tmp}/old-run --out {tmp}/elsewhere", "drop --out"),
@@ -99,3 +111,13 @@ def test_bad_input_exits_2_with_one_line(args, expected, tmp_path, capsys):
     assert expected.format(tmp=tmp_path) in err, err
     assert time.monotonic() - started < 20  # refused before any SASRec or model work
     assert not (tmp_path / "old-run" / "metrics.jsonl").exists()  # a refused run wrote nothing
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_adds_the_traceback_to_the_same_line(where, tmp_path, capsys):
+    args = "train --dataset synthetic --set checkpoint.every=0".split()
+    args = ["--debug", *args] if where == "before" else [*args, "--debug"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("Traceback (most recent call last)") and "ConfigError" in "\n".join(err)
+    assert err[-1] == "coars-fast: error: config key 'checkpoint.every' must be >= 1, got 0"

@@ -1,12 +1,11 @@
 """The collector with scripted agents: rewards per turn, exclusion, group baseline, teacher prompts."""
 
-import statistics
 from dataclasses import dataclass
 
 import pytest
 
 from coars_fast.data.dataset import Dataset, Episode, Item
-from coars_fast.env.rewards import RewardSettings, episode_rewards
+from coars_fast.env.rewards import RewardSettings
 from coars_fast.models import encode_chat
 from coars_fast.rollout import RolloutSettings, collect
 
@@ -41,32 +40,42 @@ class ScriptedAgents:
 def toy():
     titles = ["Blur", "Pulp", "Suede", "Oasis", "Muse", "Keane"]
     ds = Dataset("lastfm", [Item(str(i), t) for i, t in enumerate(titles)], {})
-    episodes = [Episode("e1", None, (0, 1), 2, frozenset({0, 1, 2})), Episode("e2", None, (0, 3), 4, frozenset({0, 3, 4}))]
+    episodes = [
+        Episode("e1", None, (0, 1), 2, frozenset({0, 1, 2})),
+        Episode("e2", None, (0, 3), 4, frozenset({0, 3, 4})),
+    ]
     return ds, episodes, [(2, 5, 4, 3), (4, 5, 2, 1)]
-
 
 
 def test_collect_rewards_samples_and_teacher_prompts(smol_tokenizer, toy):
     ds, episodes, cands = toy
-    agents = ScriptedAgents(smol_tokenizer, rec=lambda chat: " Keane\\nReason: fits",
-                            user=lambda chat: " dislike\\nScore: 0.1\\nReason: no")
+    # Keane is a candidate of both users and the target of neither; the User dislikes it with score 0.1
+    agents = ScriptedAgents(
+        smol_tokenizer, rec=lambda chat: " Keane\nReason: fits", user=lambda chat: " dislike\nScore: 0.1\nReason: no"
+    )
     settings = RolloutSettings(group_size=2, max_turns=2)
     rollout = collect(agents, ds, episodes, cands, settings, RewardSettings())
     assert len(rollout.states) == 4 and all(len(s.turns) == 2 for s in rollout.states)
-    assert len(rollout.samples) == 4 * 2 * 2  # every turn: one rec and one user sample
-    expected = sorted(r.rec for s in rollout.states for r in episode_rewards(s)) + sorted(
-        r.user for s in rollout.states for r in episode_rewards(s))
-    got = sorted(x.reward for x in rollout.samples if x.agent == "rec") + sorted(x.reward for x in rollout.samples if x.agent == "user")
-    assert got == pytest.approx(expected)
-    for sample in rollout.samples:
+    assert all(t.reply.action == "dislike" and t.reply.score == 0.1 for s in rollout.states for t in s.turns)
+    # Eq. 7 and 8 by hand, miss (2 hit - 1 = -1), s = 0.1, no peers (q = 0), gamma 0.9:
+    # rec  -(0.5 + 0.05) = -0.55 at turn 1, -0.55 * 0.9 = -0.495 at turn 2; user -(2 * 0.1 - 1) = 0.8
+    # samples come per episode, per turn, Recommender then User
+    assert [x.agent for x in rollout.samples] == ["rec", "user"] * 8
+    assert [x.reward for x in rollout.samples] == pytest.approx([-0.55, 0.8, -0.495, 0.8] * 4)
+    for k, sample in enumerate(rollout.samples):
+        state = rollout.states[k // 4]
         teacher = smol_tokenizer.decode(list(sample.teacher_prompt_ids))
         student = smol_tokenizer.decode(list(sample.prompt_ids))
-        assert "Hindsight" in teacher and "Hindsight" not in student
-        assert teacher.endswith("Item:" if sample.agent == "rec" else "Action:") and student.endswith(teacher[-5:])
-        assert sample.response_ids[-1] == smol_tokenizer.eos_token_id and len(sample.old_logprobs) == len(sample.response_ids)
+        # the teacher's prompt is the student's with the hindsight block before the question, no other change
+        body, question = student.rsplit("\n\n", 1)
+        assert teacher == f"{body}\n\n{state.hindsight()}\n\n{question}"
+        assert '"Suede"' in state.hindsight() if sample.group == "e1" else '"Muse"' in state.hindsight()
+        assert student.endswith("Item:" if sample.agent == "rec" else "Action:")
+        assert sample.response_ids[-1] == smol_tokenizer.eos_token_id
+        assert len(sample.old_logprobs) == len(sample.response_ids)
     assert rollout.stats["train_hit_at_1"] == 0.0 and rollout.stats["valid_ratio"] == 1.0
-    assert rollout.stats["turns_user"] == 8 and rollout.stats["reward_user"] == pytest.approx(statistics.fmean(
-        x.reward for x in rollout.samples if x.agent == "user"))
+    assert rollout.stats["turns_user"] == 8 and rollout.stats["reward_user"] == pytest.approx(0.8)
+    assert rollout.stats["reward_rec"] == pytest.approx((-0.55 - 0.495) / 2)
 
 
 def test_no_user_turns_means_no_user_reward_mean(smol_tokenizer, toy):
@@ -79,17 +88,19 @@ def test_no_user_turns_means_no_user_reward_mean(smol_tokenizer, toy):
 
 def test_exclusion_ablation_agents_and_group_baseline(smol_tokenizer, toy):
     ds, episodes, cands = toy
-    clicks = ScriptedAgents(smol_tokenizer, rec=lambda chat: " Keane", user=lambda chat: " click\\nScore: 0.9")
+    clicks = ScriptedAgents(smol_tokenizer, rec=lambda chat: " Keane", user=lambda chat: " click\nScore: 0.9")
     rollout = collect(clicks, ds, episodes, cands, RolloutSettings(group_size=1, max_turns=3), RewardSettings())
     assert rollout.samples == [] and rollout.stats["excluded_turns"] == 2  # wrong item, accepted: not logged
 
-    agents = ScriptedAgents(smol_tokenizer, rec=lambda chat: " Keane", user=lambda chat: " skip\\nScore: 0.3")
-    only_rec = collect(agents, ds, episodes, cands, RolloutSettings(group_size=2, max_turns=2, train_agents=("rec",)),
-                       RewardSettings())
+    agents = ScriptedAgents(smol_tokenizer, rec=lambda chat: " Keane", user=lambda chat: " skip\nScore: 0.3")
+    only_rec = collect(
+        agents, ds, episodes, cands, RolloutSettings(group_size=2, max_turns=2, train_agents=("rec",)), RewardSettings()
+    )
     assert {s.agent for s in only_rec.samples} == {"rec"} and "user" in agents.calls  # the user still plays
 
-    grouped = collect(agents, ds, episodes, cands, RolloutSettings(group_size=2, max_turns=2, baseline="group"),
-                      RewardSettings())
+    grouped = collect(
+        agents, ds, episodes, cands, RolloutSettings(group_size=2, max_turns=2, baseline="group"), RewardSettings()
+    )
     for group in ("e1", "e2"):
         for agent in ("rec", "user"):
             rewards = [s.reward for s in grouped.samples if s.group == group and s.agent == agent]
@@ -98,9 +109,19 @@ def test_exclusion_ablation_agents_and_group_baseline(smol_tokenizer, toy):
 
 def test_self_diagnosis_goes_into_the_teacher_prompt(smol_tokenizer, toy):
     ds, episodes, cands = toy
-    agents = ScriptedAgents(smol_tokenizer, rec=lambda chat: " Keane", user=lambda chat: " skip",
-                            diagnosis="Keane was a poor guess; Suede fits the britpop history.")
-    rollout = collect(agents, ds, episodes[:1], cands[:1], RolloutSettings(group_size=1, max_turns=1, diagnosis="self"),
-                      RewardSettings())
+    agents = ScriptedAgents(
+        smol_tokenizer,
+        rec=lambda chat: " Keane",
+        user=lambda chat: " skip",
+        diagnosis="Keane was a poor guess; Suede fits the britpop history.",
+    )
+    rollout = collect(
+        agents,
+        ds,
+        episodes[:1],
+        cands[:1],
+        RolloutSettings(group_size=1, max_turns=1, diagnosis="self"),
+        RewardSettings(),
+    )
     teacher = smol_tokenizer.decode(list(rollout.samples[0].teacher_prompt_ids))
     assert "Keane was a poor guess; Suede fits the britpop history." in teacher and '"Suede"' in teacher

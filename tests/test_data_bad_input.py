@@ -4,11 +4,11 @@ import gzip
 import json
 
 import pytest
+from helpers import write_jsonl
 
 from coars_fast.cli import main
 from coars_fast.data import load_dataset
 from coars_fast.errors import DataError
-from helpers import write_jsonl
 
 ITEMS = [("a", "Alpha"), ("b", "Beta"), ("c", "Gamma"), ("d", "Delta"), ("e", "Epsilon")]
 
@@ -17,7 +17,10 @@ def test_generic_jsonl_format(tmp_path):
     folder = write_jsonl(tmp_path / "mine", ITEMS, {"u1": ["a", "b", "c", "d", "e"], "u2": ["e", "d", "c", "b"]})
     ds = load_dataset("jsonl", folder)
     assert ds.num_items == 5 and ds.title(2) == "Gamma"
-    assert [(ep.user_id, ep.history, ep.target) for ep in ds.split("test")] == [("u1", (0, 1, 2, 3), 4), ("u2", (4, 3, 2), 1)]
+    assert [(ep.user_id, ep.history, ep.target) for ep in ds.split("test")] == [
+        ("u1", (0, 1, 2, 3), 4),
+        ("u2", (4, 3, 2), 1),
+    ]
     assert [(ep.user_id, ep.target) for ep in ds.split("val")] == [("u1", 3)]
     assert ds.split("train") == []
 
@@ -25,8 +28,12 @@ def test_generic_jsonl_format(tmp_path):
 def test_jsonl_timestamps_order_items_and_attrs_are_kept(tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()
-    (folder / "items.jsonl").write_text("".join(json.dumps({"item_id": i, "title": t, "genre": "x"}) + "\n" for i, t in ITEMS))
-    (folder / "sequences.jsonl").write_text(json.dumps({"user_id": "u", "items": ["c", "a", "b", "d"], "timestamps": [3, 1, 2, 4]}) + "\n")
+    (folder / "items.jsonl").write_text(
+        "".join(json.dumps({"item_id": i, "title": t, "genre": "x"}) + "\n" for i, t in ITEMS)
+    )
+    (folder / "sequences.jsonl").write_text(
+        json.dumps({"user_id": "u", "items": ["c", "a", "b", "d"], "timestamps": [3, 1, 2, 4]}) + "\n"
+    )
     ds = load_dataset("jsonl", folder)
     assert ds.user_sequences["u"] == (0, 1, 2, 3)
     assert ds.items[0].attrs == {"genre": "x"}
@@ -54,7 +61,9 @@ def test_a_data_dir_inside_the_layout_says_to_name_the_root(tmp_path):
     """--data-dir .../movielens/ml-100k (the folder holding u.item) is a common slip."""
     inner = tmp_path / "movielens" / "ml-100k"
     inner.mkdir(parents=True)
-    with pytest.raises(DataError, match="has no movielens/ folder: --data-dir .* must be the folder that holds movielens/"):
+    with pytest.raises(
+        DataError, match="has no movielens/ folder: --data-dir .* must be the folder that holds movielens/"
+    ):
         load_dataset("movielens", inner)
 
 
@@ -75,13 +84,29 @@ def test_data_dir_from_environment(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "items_text, seq_text, message",
     [
-        ('{"item_id": "a", "title": "A"}\n{"item_id": "a", "title": "B"}\n', "", r"items.jsonl:2: duplicate item_id 'a'"),
+        (
+            '{"item_id": "a", "title": "A"}\n{"item_id": "a", "title": "B"}\n',
+            "",
+            r"items.jsonl:2: duplicate item_id 'a'",
+        ),
         ('{"item_id": "a", "title": ""}\n', "", r"items.jsonl:1: \"title\" must be a non-empty string"),
         ('{"item_id": "a", "title": "A"}\nnot json\n', "", r"items.jsonl:2: not valid JSON"),
         ('["a"]\n', "", r"items.jsonl:1: expected a JSON object"),
-        ('{"item_id": "a", "title": "A"}\n', '{"user_id": "u", "items": ["a", "zz"]}\n', r"sequences.jsonl:1: item ids not in items.jsonl: \['zz'\]"),
-        ('{"item_id": "a", "title": "A"}\n', '{"user_id": "u", "items": ["a"], "timestamps": [1, 2]}\n', r"sequences.jsonl:1: \"timestamps\" must be one number per item"),
-        ('{"item_id": "a", "title": "A"}\n', '\n{"items": ["a"]}\n', r"sequences.jsonl:2: \"user_id\" must be a non-empty string"),
+        (
+            '{"item_id": "a", "title": "A"}\n',
+            '{"user_id": "u", "items": ["a", "zz"]}\n',
+            r"sequences.jsonl:1: item ids not in items.jsonl: \['zz'\]",
+        ),
+        (
+            '{"item_id": "a", "title": "A"}\n',
+            '{"user_id": "u", "items": ["a"], "timestamps": [1, 2]}\n',
+            r"sequences.jsonl:1: \"timestamps\" must be one number per item",
+        ),
+        (
+            '{"item_id": "a", "title": "A"}\n',
+            '\n{"items": ["a"]}\n',
+            r"sequences.jsonl:2: \"user_id\" must be a non-empty string",
+        ),
         ('{"item_id": "a", "title": "A"}\n', "", r"sequences.jsonl: no user sequences"),
     ],
 )
@@ -103,7 +128,9 @@ def _lastfm_folder(tmp_path, train_rows):
 
 
 def test_lastfm_plain_and_gzip_files_both_load(tmp_path):
-    ds = load_dataset("lastfm", _lastfm_folder(tmp_path, '{"seq": [3, 2, 1, 4, 4, 4, 4, 4, 4, 4], "len_seq": 3, "next": 0}\n'))
+    ds = load_dataset(
+        "lastfm", _lastfm_folder(tmp_path, '{"seq": [3, 2, 1, 4, 4, 4, 4, 4, 4, 4], "len_seq": 3, "next": 0}\n')
+    )
     assert ds.split("train")[0].history == (3, 2, 1) and ds.split("val")[0].target == 3
 
 

@@ -40,8 +40,10 @@ def test_lastfm_val_is_afl_one_row_per_user(lastfm, data_dir):
     assert len(set(users)) == 122 and len(set(ep.user_id for ep in lastfm.split("val"))) == 122
     # every prefix row belongs to the user whose last row it precedes
     last = {ep.user_id: ep for ep in lastfm.split("val")}
-    assert all(int(ep.episode_id.split("/")[1]) <= int(last[ep.user_id].episode_id.split("/")[1])
-               for ep in lastfm.split("val_all"))
+    assert all(
+        int(ep.episode_id.split("/")[1]) <= int(last[ep.user_id].episode_id.split("/")[1])
+        for ep in lastfm.split("val_all")
+    )
 
 
 def test_movielens_matches_readme(movielens, data_dir):
@@ -87,7 +89,9 @@ def test_instruments_titles_from_item_json(data_dir, tmp_path):
 
     folder = tmp_path / "instruments" / "lcrec-amazon2018-5core"
     shutil.copytree(data_dir / "instruments" / "lcrec-amazon2018-5core", folder)
-    (folder / "Instruments.item.json").write_text(json.dumps({"1": {"title": "Behringer Micromix MX400", "brand": "Behringer"}}))
+    (folder / "Instruments.item.json").write_text(
+        json.dumps({"1": {"title": "Behringer Micromix MX400", "brand": "Behringer"}})
+    )
     ds = load_dataset("instruments", tmp_path)
     assert ds.title(1) == "Behringer Micromix MX400" and ds.items[1].attrs == {"brand": "Behringer"}
     assert 1 not in ds.untitled and len(ds.untitled) == 9921
@@ -96,7 +100,7 @@ def test_instruments_titles_from_item_json(data_dir, tmp_path):
 @pytest.mark.parametrize("name", ["lastfm", "movielens"])
 def test_histories_are_bounded_and_targets_valid(name, request):
     ds = request.getfixturevalue(name)
-    for split, episodes in ds.splits.items():
+    for episodes in ds.splits.values():
         ids = [ep.episode_id for ep in episodes]
         assert len(set(ids)) == len(ids)
         for ep in episodes:

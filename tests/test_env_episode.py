@@ -26,12 +26,20 @@ def play(state, script):
 
 
 def new_state(max_turns=5):
-    return EpisodeState("ep", ["Old One", "Old Two", "Old Three"], CANDIDATES, target=12, max_turns=max_turns,
-                        domain=DOMAINS["movielens"])
+    return EpisodeState(
+        "ep",
+        ["Old One", "Old Two", "Old Three"],
+        CANDIDATES,
+        target=12,
+        max_turns=max_turns,
+        domain=DOMAINS["movielens"],
+    )
 
 
 def test_click_ends_the_episode_and_final_item_decides_hit():
-    s = play(new_state(), [(" Alpha\nReason: a", " skip\nScore: 0.3"), (" Gamma", " click\nScore: 0.9"), (" Beta", " skip")])
+    s = play(
+        new_state(), [(" Alpha\nReason: a", " skip\nScore: 0.3"), (" Gamma", " click\nScore: 0.9"), (" Beta", " skip")]
+    )
     assert s.done and len(s.turns) == 2
     assert s.final_item == 12 and s.hit
     assert [t.hit for t in s.turns] == [False, True]
@@ -74,7 +82,10 @@ def test_prompts_hold_history_candidates_and_peer_evidence():
     assert "1. Old One" in rec_text and all(f"- {t}" in rec_text for _, t in CANDIDATES)
     s.give_recommendation(Said(" Beta"))
     chat = s.user_prompt(PeerEvidence(count=3, k=10, similarity=0.4))
-    assert '"Beta"' in chat[1]["content"] and "Of the 10 users most similar to you, 3 chose this movie." in chat[1]["content"]
+    assert (
+        '"Beta"' in chat[1]["content"]
+        and "Of the 10 users most similar to you, 3 chose this movie." in chat[1]["content"]
+    )
     assert "Gamma" not in chat[1]["content"]  # the user agent never sees the candidate list or the target
 
 
@@ -86,9 +97,19 @@ def test_teacher_prompt_adds_hindsight_to_the_same_prompt():
     assert '"Gamma"' in teacher[1]["content"] and teacher[1]["content"] != student[1]["content"]
     assert 'Turn 1: recommended "Alpha", the user chose skip; "Alpha" is not the true item.' in teacher[1]["content"]
     assert 'Turn 2: recommended "Gamma", the user chose click; "Gamma" is the true item.' in teacher[1]["content"]
-    assert student[1]["content"].replace(s.hindsight(), "") != teacher[1]["content"]
+    # exactly the student's prompt, with the hindsight block as its own paragraph before the question
+    body, question = student[1]["content"].rsplit("\n\n", 1)
+    assert question == "Which candidate should the user get next?"
+    assert teacher[1]["content"] == f"{body}\n\n{s.hindsight()}\n\n{question}"
+    assert teacher[0] == student[0] and teacher[2:] == student[2:]
+    assert s.hindsight().startswith(
+        'Hindsight (known only after the episode): the movie this user actually chose next is "Gamma".\n'
+    )
     user_teacher = s.teacher_prompt(s.turns[1], "user")
     assert "Hindsight" in user_teacher[1]["content"] and user_teacher[-1] == {"role": "assistant", "content": "Action:"}
+    user_student = s.turns[1].user_prompt
+    body, question = user_student[1]["content"].rsplit("\n\n", 1)
+    assert user_teacher[1]["content"] == f"{body}\n\n{s.hindsight()}\n\n{question}"
 
 
 def test_moves_out_of_order_are_programming_errors():
@@ -106,4 +127,8 @@ def test_hit_interval_is_wilson_per_user_and_clustered_otherwise():
     assert hit_interval(hits, [f"u{i}" for i in range(40)]) == wilson_interval(10, 40)
     # the same hits in 4 users whose episodes all agree: effectively 4 observations, a much wider interval
     clustered = hit_interval(hits, [f"u{i // 10}" for i in range(40)])
-    assert clustered[0] == 0.0 and clustered[1] >= 0.5 and clustered[1] - clustered[0] > 2 * (wilson_interval(10, 40)[1] - wilson_interval(10, 40)[0])
+    assert (
+        clustered[0] == 0.0
+        and clustered[1] >= 0.5
+        and clustered[1] - clustered[0] > 2 * (wilson_interval(10, 40)[1] - wilson_interval(10, 40)[0])
+    )

@@ -3,10 +3,17 @@
 import math
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coars_fast.env.parsing import (
-    ACTIONS, DEFAULT_SCORE, SCORE_BAND, clamp_to_band, match_title, parse_recommendation, parse_user_reply,
+    ACTIONS,
+    DEFAULT_SCORE,
+    SCORE_BAND,
+    clamp_to_band,
+    match_title,
+    parse_recommendation,
+    parse_user_reply,
 )
 
 TITLES = ["Joy Division", "Kent", "Iggy Pop", "The Kent Band", "Air", "Sigur Rós", "Guns N' Roses"]
@@ -102,7 +109,14 @@ def test_non_string_output_is_data_too():
 
 
 # The cases measured on the embedded model's real answers (issue "Rollouts that carry a learning signal").
-MORE_TITLES = ["Emily Osment", "Queen", "Queen + Adam Lambert", "Toy Story (1995)", "Usual Suspects, The (1995)", "It (1990)"]
+MORE_TITLES = [
+    "Emily Osment",
+    "Queen",
+    "Queen + Adam Lambert",
+    "Toy Story (1995)",
+    "Usual Suspects, The (1995)",
+    "It (1990)",
+]
 
 
 @pytest.mark.parametrize(
@@ -134,8 +148,15 @@ def test_a_later_label_does_not_cancel_a_stated_action():
 
 @pytest.mark.parametrize(
     "text",
-    ["\n" * 40_000, "Item:" + " \n" * 40_000 + "Queen", "Action:\n" * 20_000, "Score " * 20_000, "x" * 200_000,
-     "Item: " + "Queen + " * 10_000, "Queen + Adam Lambert " * 10_000],
+    [
+        "\n" * 40_000,
+        "Item:" + " \n" * 40_000 + "Queen",
+        "Action:\n" * 20_000,
+        "Score " * 20_000,
+        "x" * 200_000,
+        "Item: " + "Queen + " * 10_000,
+        "Queen + Adam Lambert " * 10_000,
+    ],
 )
 def test_parsers_are_linear_on_pathological_answers(text):
     import time

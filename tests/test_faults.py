@@ -14,18 +14,30 @@ import sys
 import time
 
 import pytest
-
 from test_run_folder import tiny_run_config
 
 STEPS = 4  # checkpoints at steps 2 and 4, then the end-of-run save and the final re-save of step 4
 # (point, n): killed the n-th time the run reaches the point (coars_fast/train/faults.py)
 CI_POINTS = [("rollout", 4), ("checkpoint.moved_aside", 1), ("checkpoint.renamed", 2)]
 SOAK_POINTS = [
-    ("rollout", 1), ("rollout", 2), ("update", 3), ("update", 1), ("update", 2), ("update", 4),
-    ("checkpoint.adapters_written", 1), ("checkpoint.adapters_written", 3), ("checkpoint.tmp_complete", 1),
-    ("checkpoint.tmp_complete", 2), ("checkpoint.tmp_complete", 4), ("checkpoint.moved_aside", 2),
-    ("checkpoint.renamed", 1), ("checkpoint.renamed", 4), ("checkpoint.latest_written", 1),
-    ("checkpoint.latest_written", 3), ("final_eval", 1), ("final_resave", 1),
+    ("rollout", 1),
+    ("rollout", 2),
+    ("update", 3),
+    ("update", 1),
+    ("update", 2),
+    ("update", 4),
+    ("checkpoint.adapters_written", 1),
+    ("checkpoint.adapters_written", 3),
+    ("checkpoint.tmp_complete", 1),
+    ("checkpoint.tmp_complete", 2),
+    ("checkpoint.tmp_complete", 4),
+    ("checkpoint.moved_aside", 2),
+    ("checkpoint.renamed", 1),
+    ("checkpoint.renamed", 4),
+    ("checkpoint.latest_written", 1),
+    ("checkpoint.latest_written", 3),
+    ("final_eval", 1),
+    ("final_resave", 1),
 ]
 RANDOM_DELAYS = [1, 2, 3, 4]  # seeds of kills after a random delay
 
@@ -101,8 +113,11 @@ def test_soak_killed_after_a_random_delay(reference, tmp_path, seed):
     delay = random.Random(seed).uniform(0.3, 0.95) * duration
     print(f"seed {seed}: SIGKILL after {delay:.1f} s of a {duration:.1f} s run")
     run = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "coars_fast", "train", "--config", str(config), "--out", str(run)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "coars_fast", "train", "--config", str(config), "--out", str(run)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(delay)
     process.kill()
     process.wait()

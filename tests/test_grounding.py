@@ -3,12 +3,12 @@ line, and the stored log-probs stay the model's own (unmasked) ones."""
 
 import pytest
 import torch
+from helpers import tiny_llama
 
 from coars_fast.env.parsing import SCORE_BAND, parse_recommendation, parse_user_reply
 from coars_fast.env.prompts import recommendation_heads, user_heads
 from coars_fast.models import GenerationSettings, add_agent_adapters, encode_chat, generate
 from coars_fast.models.grounding import TokenTrie, newline_token_ids
-from helpers import tiny_llama
 
 TITLES = ["Queen", "Queen + Adam Lambert", "Sigur Rós", "The Velvet Underground", "Air", "Muse", "Kent"]
 
@@ -38,8 +38,16 @@ def tiny(smol_tokenizer):
 
 
 def _prompts(tok, n, prefix):
-    return [encode_chat(tok, [{"role": "user", "content": f"User {i} liked Blur and Pulp. Which next?"},
-                              {"role": "assistant", "content": prefix}]) for i in range(n)]
+    return [
+        encode_chat(
+            tok,
+            [
+                {"role": "user", "content": f"User {i} liked Blur and Pulp. Which next?"},
+                {"role": "assistant", "content": prefix},
+            ],
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("greedy", [False, True])
@@ -90,7 +98,10 @@ def test_grounding_with_prompt_cache_reuse(tiny):
 
     model, tok = tiny
     settings = GenerationSettings(greedy=True, max_new_tokens=10, batch_size=3)
-    first, second = _prompts(tok, 3, "Item:"), [p[:-6] + encode_chat(tok, [{"role": "user", "content": "x"}])[-6:] for p in _prompts(tok, 3, "Item:")]
+    first, second = (
+        _prompts(tok, 3, "Item:"),
+        [p[:-6] + encode_chat(tok, [{"role": "user", "content": "x"}])[-6:] for p in _prompts(tok, 3, "Item:")],
+    )
     choices = [recommendation_heads(TITLES)] * 3
     cache, keys = PromptCache(), ["a", "b", "c"]
     generate(model, tok, first, settings, "rec", cache, keys, choices)

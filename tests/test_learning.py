@@ -17,6 +17,7 @@ import time
 from dataclasses import replace
 
 import torch
+from helpers import tiny_llama
 
 from coars_fast.data.dataset import Dataset, Episode, Item
 from coars_fast.env.rewards import RewardSettings
@@ -24,12 +25,31 @@ from coars_fast.models import GenerationSettings, LoraSettings, add_agent_adapte
 from coars_fast.rollout import Agents, RolloutSettings, collect, make_states, pack_trees, run_episodes
 from coars_fast.train.config import LossConfig
 from coars_fast.train.step import accumulate_gradients, adapter_parameters, clip_and_step
-from helpers import tiny_llama
 
 SEED = 0
 SIGN = int(os.environ.get("LEARNING_TEST_REWARD_SIGN", "1"))
-NAMES = ["Harbor", "Meadow", "Copper", "Falcon", "Willow", "Ember", "Cinder", "Maple", "Raven", "Summit", "Juniper",
-         "Canyon", "Lotus", "Orbit", "Prairie", "Tundra", "Sable", "Quartz", "Delta", "Aurora"]
+NAMES = [
+    "Harbor",
+    "Meadow",
+    "Copper",
+    "Falcon",
+    "Willow",
+    "Ember",
+    "Cinder",
+    "Maple",
+    "Raven",
+    "Summit",
+    "Juniper",
+    "Canyon",
+    "Lotus",
+    "Orbit",
+    "Prairie",
+    "Tundra",
+    "Sable",
+    "Quartz",
+    "Delta",
+    "Aurora",
+]
 
 
 def gold_rule_world(seed: int):
@@ -70,8 +90,11 @@ def train(steps: int, sign: int, seed: int = SEED):
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
     model = add_agent_adapters(tiny_llama(tokenizer, hidden=64, layers=2, seed=seed), LoraSettings(rank=8, alpha=16))
-    sampler = Agents(model, tokenizer, GenerationSettings(greedy=False, temperature=1.0, max_new_tokens=8, batch_size=32,
-                                                         reason_tokens=2))
+    sampler = Agents(
+        model,
+        tokenizer,
+        GenerationSettings(greedy=False, temperature=1.0, max_new_tokens=8, batch_size=32, reason_tokens=2),
+    )
     greedy = Agents(model, tokenizer, replace(sampler.settings, greedy=True))
     groups = adapter_parameters(model, ("rec", "user"))
     optimizer = torch.optim.AdamW([p for g in groups.values() for p in g], lr=5e-3)
@@ -81,10 +104,12 @@ def train(steps: int, sign: int, seed: int = SEED):
     model.eval()
     before = held_out_hit_rate(greedy, dataset, *heldout)
     curve = []
-    for step in range(steps):
+    for _ in range(steps):
         chosen = rng.sample(range(len(train_eps)), 6)
         model.eval()
-        rollout = collect(sampler, dataset, [train_eps[i] for i in chosen], [train_cands[i] for i in chosen], settings, rewards)
+        rollout = collect(
+            sampler, dataset, [train_eps[i] for i in chosen], [train_cands[i] for i in chosen], settings, rewards
+        )
         samples = [replace(s, reward=sign * s.reward) for s in rollout.samples]
         model.train()
         accumulate_gradients(model, pack_trees(samples, 4096), LossConfig(), 1.0, torch.device("cpu"))
@@ -98,9 +123,11 @@ def test_the_loop_learns_a_learnable_rule():
     started = time.perf_counter()
     before, after, curve = train(steps=14, sign=SIGN)
     first, last = statistics.fmean(curve[:2]), statistics.fmean(curve[-4:])
-    print(f"seed {SEED}, reward sign {SIGN}: hit rate of the sampled episodes {first:.3f} (first 2 steps) -> "
-          f"{last:.3f} (last 4); held-out Hit@1 {before:.3f} -> {after:.3f} (random 0.25); "
-          f"{time.perf_counter() - started:.0f} s")
+    print(
+        f"seed {SEED}, reward sign {SIGN}: hit rate of the sampled episodes {first:.3f} (first 2 steps) -> "
+        f"{last:.3f} (last 4); held-out Hit@1 {before:.3f} -> {after:.3f} (random 0.25); "
+        f"{time.perf_counter() - started:.0f} s"
+    )
     print("hit rate per step:", " ".join(f"{r:.2f}" for r in curve))
     assert last > first + 0.25, "the rewarded outcome of the last steps must clearly exceed the first steps'"
     assert after >= 0.6, "held-out Hit@1 must clearly beat random (0.25)"

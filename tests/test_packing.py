@@ -5,11 +5,18 @@ import random
 
 import pytest
 import torch
+from helpers import tiny_llama
 
 from coars_fast.rollout.collector import TurnSample
 from coars_fast.rollout.packing import first_fit_decreasing, pack, padding_report
 from coars_fast.train.step import decoder_and_head, response_hidden
-from helpers import tiny_llama
+
+
+def _fresh_seed():
+    """A new seed each run, printed (pytest shows it with a failure) so the case can be replayed."""
+    seed = random.randrange(10**6)
+    print(f"random seed: {seed}")
+    return seed
 
 
 def _samples(n, vocab, seed):
@@ -19,13 +26,22 @@ def _samples(n, vocab, seed):
         prompt = [rng.randrange(3, vocab) for _ in range(rng.randrange(5, 40))]
         teacher = prompt[:-1] + [rng.randrange(3, vocab) for _ in range(rng.randrange(3, 12))] + prompt[-1:]
         response = [rng.randrange(3, vocab) for _ in range(rng.randrange(1, 9))]
-        out.append(TurnSample("rec" if i % 3 else "user", tuple(prompt), tuple(teacher), tuple(response),
-                              tuple(-rng.random() for _ in response), rng.uniform(-1, 1), f"g{i % 4}"))
+        out.append(
+            TurnSample(
+                "rec" if i % 3 else "user",
+                tuple(prompt),
+                tuple(teacher),
+                tuple(response),
+                tuple(-rng.random() for _ in response),
+                rng.uniform(-1, 1),
+                f"g{i % 4}",
+            )
+        )
     return out
 
 
 def test_labels_never_cross_a_sequence_boundary():
-    samples = _samples(30, 500, seed=random.randrange(10**6))
+    samples = _samples(30, 500, seed=_fresh_seed())
     batches = pack(samples, token_budget=160)
     for b in batches:
         for stream in (b.student, b.teacher):
@@ -64,7 +80,7 @@ def test_token_weights_make_each_agent_loss_a_mean_over_turns():
 def test_packed_equals_padded_per_token(smol_tokenizer):
     model = tiny_llama(smol_tokenizer, hidden=64, layers=2)
     decoder, head = decoder_and_head(model)
-    samples = _samples(9, 2000, seed=random.randrange(10**6))
+    samples = _samples(9, 2000, seed=_fresh_seed())
     for batch in pack(samples, token_budget=200):
         with torch.no_grad():
             for stream in (batch.student, batch.teacher):
@@ -81,9 +97,12 @@ def test_packed_equals_padded_per_token(smol_tokenizer):
                 logits = model(input_ids=ids, attention_mask=mask).logits
                 rows = stream.rows.tolist()
                 seq_of = [max(i for i, s in enumerate(starts[:-1]) if s <= r) for r in rows]
-                padded = torch.stack([
-                    torch.log_softmax(logits[q, r - starts[q]], -1)[t] for q, r, t in zip(seq_of, rows, batch.targets.tolist())
-                ])
+                padded = torch.stack(
+                    [
+                        torch.log_softmax(logits[q, r - starts[q]], -1)[t]
+                        for q, r, t in zip(seq_of, rows, batch.targets.tolist())
+                    ]
+                )
                 assert (packed - padded).abs().max().item() <= 1e-5
                 assert (packed <= 0).all()
 
@@ -94,14 +113,27 @@ def _causal_per_sequence(query, key, value, cu_seqlens, scale=None, enable_gqa=F
     bounds = cu_seqlens.tolist()
     for a, b in zip(bounds[:-1], bounds[1:]):
         q, k, v = (t[a:b].transpose(0, 1) for t in (query, key, value))
-        attended = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale,
-                                                                    enable_gqa=enable_gqa)
+        attended = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, is_causal=True, scale=scale, enable_gqa=enable_gqa
+        )
         out[a:b] = attended.transpose(0, 1)
     return out
 
 
-def _varlen_new(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
-                window_size=(-1, -1), enable_gqa=False):
+def _varlen_new(
+    query,
+    key,
+    value,
+    cu_seq_q,
+    cu_seq_k,
+    max_q,
+    max_k,
+    *,
+    return_aux=None,
+    scale=None,
+    window_size=(-1, -1),
+    enable_gqa=False,
+):
     assert window_size == (-1, 0) and cu_seq_q is cu_seq_k and max_q == max_k
     return _causal_per_sequence(query, key, value, cu_seq_q, scale=scale, enable_gqa=enable_gqa)
 
@@ -120,7 +152,7 @@ def test_varlen_attention_plumbing_matches_sdpa_packing(smol_tokenizer, monkeypa
 
     model = tiny_llama(smol_tokenizer, hidden=64, layers=2)
     decoder, _ = decoder_and_head(model)
-    batch = pack(_samples(7, 2000, seed=random.randrange(10**6)), token_budget=400)[0]
+    batch = pack(_samples(7, 2000, seed=_fresh_seed()), token_budget=400)[0]
     with torch.no_grad():
         want = response_hidden(decoder, batch.student)
         calls = []

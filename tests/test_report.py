@@ -17,21 +17,61 @@ def _fake_run(folder, steps=6, seed=0):
     folder.mkdir(parents=True)
     lines = []
     for step in range(1, steps + 1):
-        lines.append({"kind": "train", "step": step, "reward_rec": float(rng.normal()), "reward_user": float(rng.normal()),
-                      "train_hit_at_1": float(rng.random()), "valid_ratio": 1.0, "credit_abs_rec": 0.1, "credit_abs_user": 0.2,
-                      "credit_clip_frac_rec": 0.0, "credit_clip_frac_user": 0.01, "grad_norm_rec": 1.0, "grad_norm_user": 2.0,
-                      "tokens_per_s": 300.0, "time_rollout": 50.0, "time_step": 80.0, "train_minutes": step * 1.3})
+        lines.append(
+            {
+                "kind": "train",
+                "step": step,
+                "reward_rec": float(rng.normal()),
+                "reward_user": float(rng.normal()),
+                "train_hit_at_1": float(rng.random()),
+                "valid_ratio": 1.0,
+                "credit_abs_rec": 0.1,
+                "credit_abs_user": 0.2,
+                "credit_clip_frac_rec": 0.0,
+                "credit_clip_frac_user": 0.01,
+                "grad_norm_rec": 1.0,
+                "grad_norm_user": 2.0,
+                "tokens_per_s": 300.0,
+                "time_rollout": 50.0,
+                "time_step": 80.0,
+                "train_minutes": step * 1.3,
+            }
+        )
     for step in (0, 3, 6):
-        lines.append({"kind": "val", "step": step, "hit_at_1": 0.1 + step / 60, "hit_ci_low": 0.05, "hit_ci_high": 0.3,
-                      "valid_ratio": 1.0, "user_f1": 0.5, "episodes": 100})
+        lines.append(
+            {
+                "kind": "val",
+                "step": step,
+                "hit_at_1": 0.1 + step / 60,
+                "hit_ci_low": 0.05,
+                "hit_ci_high": 0.3,
+                "valid_ratio": 1.0,
+                "user_f1": 0.5,
+                "episodes": 100,
+            }
+        )
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     (folder / "config.yaml").write_text("data: {dataset: synthetic}\nloss: {distill_coef: 0.1}\ntrain: {seed: 0}\n")
     for label, hit in (("initial", 0.12), ("final", 0.31)):
         (folder / f"eval-{label}").mkdir()
-        (folder / f"eval-{label}" / "summary.json").write_text(json.dumps({
-            "agents": {"episodes": 200, "hit_at_1": hit, "ci95": [hit - 0.05, hit + 0.06], "valid_ratio": 1.0, "mean_turns": 3.0},
-            "user_f1": {"f1": 0.6, "users": 20}, "baselines": {"random": {"hit_at_1": 0.05, "ci95": [0.05, 0.05]},
-                                                              "sasrec": {"hit_at_1": 0.9, "ci95": [0.85, 0.93]}}}))
+        (folder / f"eval-{label}" / "summary.json").write_text(
+            json.dumps(
+                {
+                    "agents": {
+                        "episodes": 200,
+                        "hit_at_1": hit,
+                        "ci95": [hit - 0.05, hit + 0.06],
+                        "valid_ratio": 1.0,
+                        "mean_turns": 3.0,
+                    },
+                    "user_f1": {"f1": 0.6, "users": 20},
+                    "baselines": {
+                        "random": {"hit_at_1": 0.05, "ci95": [0.05, 0.05]},
+                        "sasrec": {"hit_at_1": 0.9, "ci95": [0.85, 0.93]},
+                    },
+                }
+            )
+        )
     return folder
 
 

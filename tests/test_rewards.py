@@ -49,8 +49,14 @@ class Said:
 
 
 def _episode(script, max_turns=5):
-    state = EpisodeState("e", ["A", "B", "C"], [(1, "One"), (2, "Two"), (3, "Three")], target=2,
-                         max_turns=max_turns, domain=DOMAINS["lastfm"])
+    state = EpisodeState(
+        "e",
+        ["A", "B", "C"],
+        [(1, "One"), (2, "Two"), (3, "Three")],
+        target=2,
+        max_turns=max_turns,
+        domain=DOMAINS["lastfm"],
+    )
     for rec, user, peers in script:
         state.give_recommendation(Said(rec))
         if state.awaiting == "user":
@@ -59,18 +65,23 @@ def _episode(script, max_turns=5):
 
 
 def test_episode_rewards_exclusion_and_invalid_turns():
-    state = _episode([
-        (" One", " click\nScore: 0.9", None),  # wrong item, user accepts: excluded (unlogged preference)
-    ], max_turns=1)
+    state = _episode(
+        [
+            (" One", " click\nScore: 0.9", None),  # wrong item, user accepts: excluded (unlogged preference)
+        ],
+        max_turns=1,
+    )
     assert episode_rewards(state)[0].excluded
     assert not episode_rewards(state, RewardSettings(exclude_unlogged_positive=False))[0].excluded
 
-    state = _episode([
-        (" nothing", "", None),
-        (" One", " star\nScore: 0.6", None),
-        (" Three", " dislike\nScore: 0.1", PeerEvidence(2, 10, 0.5)),
-        (" Two", " click\nScore: 1.0", PeerEvidence(5, 10, 0.8)),
-    ])
+    state = _episode(
+        [
+            (" nothing", "", None),
+            (" One", " star\nScore: 0.6", None),
+            (" Three", " dislike\nScore: 0.1", PeerEvidence(2, 10, 0.5)),
+            (" Two", " click\nScore: 1.0", PeerEvidence(5, 10, 0.8)),
+        ]
+    )
     r = episode_rewards(state)
     assert [x.excluded for x in r] == [False, True, False, False]
     assert r[0].rec == pytest.approx(-1.0) and r[0].user is None  # invalid: -1 x D_1, user not asked

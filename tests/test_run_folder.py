@@ -43,8 +43,14 @@ def test_metrics_are_valid_json_with_non_finite_values_flagged(tmp_path):
     book = Logbook(tmp_path, tensorboard=False)
     book.log("train", 1, {"loss_rec": float("nan"), "grad_norm_rec": float("inf"), "reward_rec": 0.5})
     record = json.loads((tmp_path / "metrics.jsonl").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
-    assert record == {"kind": "train", "step": 1, "loss_rec": None, "grad_norm_rec": None, "reward_rec": 0.5,
-                      "nonfinite": ["loss_rec", "grad_norm_rec"]}
+    assert record == {
+        "kind": "train",
+        "step": 1,
+        "loss_rec": None,
+        "grad_norm_rec": None,
+        "reward_rec": 0.5,
+        "nonfinite": ["loss_rec", "grad_norm_rec"],
+    }
 
 
 def test_a_resumed_logbook_drops_what_came_after_the_checkpoint(tmp_path):
@@ -82,14 +88,19 @@ def test_overwrite_starts_again_and_keeps_foreign_files(tmp_path):
 
 # -- two processes on one folder (acceptance: the second exits at once, the first finishes unharmed) --
 
+
 def tiny_run_config(folder, tiny_model_dir, data_dir, steps=4):
     """A YAML config for a tiny-model CLI run in a subprocess."""
     config = {
-        "model": {"name": str(tiny_model_dir)}, "data": {"dataset": "jsonl", "data_dir": str(data_dir)},
+        "model": {"name": str(tiny_model_dir)},
+        "data": {"dataset": "jsonl", "data_dir": str(data_dir)},
         "train": {"minutes": None, "steps": steps, "users_per_step": 2},
-        "rollout": {"group_size": 2, "max_turns": 2}, "generation": {"max_new_tokens": 6},
-        "eval": {"initial": False, "num_users": 1, "f1_users": 0}, "checkpoint": {"every": 2},
-        "optim": {"lr": 0.01}, "tensorboard": False,
+        "rollout": {"group_size": 2, "max_turns": 2},
+        "generation": {"max_new_tokens": 6},
+        "eval": {"initial": False, "num_users": 1, "f1_users": 0},
+        "checkpoint": {"every": 2},
+        "optim": {"lr": 0.01},
+        "tensorboard": False,
     }
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -97,8 +108,13 @@ def tiny_run_config(folder, tiny_model_dir, data_dir, steps=4):
 
 
 def cli(*args, env=None):
-    return subprocess.Popen([sys.executable, "-m", "coars_fast.cli", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    return subprocess.Popen(
+        [sys.executable, "-m", "coars_fast.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_a_second_run_on_a_busy_folder_exits_at_once_and_the_first_finishes(tiny_model_dir, cyclic_dataset, tmp_path):
@@ -119,4 +135,5 @@ def test_a_second_run_on_a_busy_folder_exits_at_once_and_the_first_finishes(tiny
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4, 5, 6]
     assert ckpt.latest_checkpoint(run).name == "step-000006" and all(
-        math.isfinite(r.get("reward_rec", 0.0) or 0.0) for r in records)
+        math.isfinite(r.get("reward_rec", 0.0) or 0.0) for r in records
+    )

@@ -1,7 +1,7 @@
 """SASRec learns sequential patterns popularity cannot; baselines score the agents' candidate lists."""
 
-import torch
 import pytest
+import torch
 
 from coars_fast.data import sasrec
 from coars_fast.data.baselines import hit_at_1, popularity
@@ -81,7 +81,9 @@ def test_wilson_interval():
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(0, 0) == (0.0, 1.0)
 
 
-def test_training_ends_by_epochs_a_time_limit_is_never_cached_and_retrain_forces_a_new_model(cyclic_dataset, monkeypatch):
+def test_training_ends_by_epochs_a_time_limit_is_never_cached_and_retrain_forces_a_new_model(
+    cyclic_dataset, monkeypatch
+):
     import json
     import os
     from pathlib import Path

@@ -27,7 +27,9 @@ def _majority_pick(ds, ep, candidates) -> int:
 
 
 def test_same_seed_same_dataset_other_seed_other():
-    a, b, c = (load_dataset("synthetic", synthetic_settings=s) for s in (SMALL, SMALL, SyntheticSettings(users=300, seed=1)))
+    a, b, c = (
+        load_dataset("synthetic", synthetic_settings=s) for s in (SMALL, SMALL, SyntheticSettings(users=300, seed=1))
+    )
     assert [i.title for i in a.items] == [i.title for i in b.items]
     assert a.user_sequences == b.user_sequences
     assert a.user_sequences != c.user_sequences
@@ -58,8 +60,9 @@ def test_the_taste_rule_is_the_best_policy_and_far_above_random():
     print(f"taste-rule Hit@1 {hits:.3f} on {len(episodes)} users (random 0.05)")
     assert hits > 0.75
     # harder knobs lower the ceiling: 2 tastes leave many negatives of the user's taste
-    easy_to_confuse = load_dataset("synthetic", synthetic_settings=SyntheticSettings(users=300, genres=2, decades=1,
-                                                                                    items_per_taste=400))
+    easy_to_confuse = load_dataset(
+        "synthetic", synthetic_settings=SyntheticSettings(users=300, genres=2, decades=1, items_per_taste=400)
+    )
     episodes = easy_to_confuse.split("val")
     lists = CandidateBuilder(easy_to_confuse, "random", 20, seed=0).build(episodes)
     low = sum(_majority_pick(easy_to_confuse, ep, c) == ep.target for ep, c in zip(episodes, lists)) / len(episodes)
@@ -69,8 +72,16 @@ def test_the_taste_rule_is_the_best_policy_and_far_above_random():
 def test_titles_without_tags_hide_the_taste():
     ds = load_dataset("synthetic", synthetic_settings=SyntheticSettings(users=50, tags_in_title=False))
     assert not any(":" in item.title for item in ds.items)
-    assert {item.attrs["genre"] for item in ds.items} == {"jazz", "rock", "folk", "techno", "classical", "hip hop",
-                                                          "reggae", "metal"}
+    assert {item.attrs["genre"] for item in ds.items} == {
+        "jazz",
+        "rock",
+        "folk",
+        "techno",
+        "classical",
+        "hip hop",
+        "reggae",
+        "metal",
+    }
 
 
 def test_user_f1_cases_score_against_the_true_likes():
@@ -84,14 +95,19 @@ def test_user_f1_cases_score_against_the_true_likes():
         assert not set(case.negatives) & set(ds.user_sequences[case.episode.user_id])
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("genres", 40, "genres must lie in [1, 12]"),
-    ("noise", 1.5, "noise must lie in [0, 1)"),
-    ("max_length", 40, "items_per_taste (24) must be >= max_length (40)"),
-    ("min_length", 2, "min_length"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("genres", 40, "genres must lie in [1, 12]"),
+        ("noise", 1.5, "noise must lie in [0, 1)"),
+        ("max_length", 40, "items_per_taste (24) must be >= max_length (40)"),
+        ("min_length", 2, "min_length"),
+    ],
+)
 def test_bad_knobs_are_one_clear_line(key, value, message, capsys, tmp_path):
-    code = main(["train", "--dataset", "synthetic", "--set", f"data.synthetic.{key}={value}", "--out", str(tmp_path / "run")])
+    code = main(
+        ["train", "--dataset", "synthetic", "--set", f"data.synthetic.{key}={value}", "--out", str(tmp_path / "run")]
+    )
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):

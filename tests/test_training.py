@@ -14,12 +14,26 @@ from coars_fast.train.trainer import Trainer
 
 
 def _config(tiny_model_dir, data_dir, *extra):
-    return load_config("cpu", [
-        f"model.name={tiny_model_dir}", "data.dataset=jsonl", f"data.data_dir={data_dir}", "train.minutes=null",
-        "train.users_per_step=2", "rollout.group_size=2", "rollout.max_turns=2", "generation.max_new_tokens=6",
-        "eval.initial=false", "eval.num_users=1", "eval.f1_users=0", "checkpoint.every=2", "tensorboard=false",
-        "optim.lr=0.01", *extra,
-    ])
+    return load_config(
+        "cpu",
+        [
+            f"model.name={tiny_model_dir}",
+            "data.dataset=jsonl",
+            f"data.data_dir={data_dir}",
+            "train.minutes=null",
+            "train.users_per_step=2",
+            "rollout.group_size=2",
+            "rollout.max_turns=2",
+            "generation.max_new_tokens=6",
+            "eval.initial=false",
+            "eval.num_users=1",
+            "eval.f1_users=0",
+            "checkpoint.every=2",
+            "tensorboard=false",
+            "optim.lr=0.01",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture
@@ -45,8 +59,11 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_model_dir, cyclic_dir, tmp_
     assert worst <= 1e-6
     moved = max((a[n] - _adapter_weights(first)[n]).abs().max().item() for n in a)
     assert moved > 1e-4  # steps 3-4 did change the adapters
-    steps = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
-             if json.loads(line)["kind"] == "train"]
+    steps = [
+        json.loads(line)["step"]
+        for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line)["kind"] == "train"
+    ]
     assert steps == [1, 2, 3, 4]
 
 
@@ -62,15 +79,20 @@ def test_one_step_updates_both_adapters_and_ablation_freezes_user(tiny_model_dir
         return TurnSample(agent, prompt, prompt[:-1] + ids(8) + prompt[-1:], ids(6), (-1.0,) * 6, 0.7, "u")
 
     for agents, samples in ((("rec", "user"), [turn("rec", 1), turn("user", 2)]), (("rec",), [turn("rec", 3)])):
-        trainer = Trainer(_config(tiny_model_dir, cyclic_dir, f"rollout.train_agents=[{', '.join(agents)}]"),
-                          tmp_path / "-".join(agents), progress=False)
+        trainer = Trainer(
+            _config(tiny_model_dir, cyclic_dir, f"rollout.train_agents=[{', '.join(agents)}]"),
+            tmp_path / "-".join(agents),
+            progress=False,
+        )
         before = _adapter_weights(trainer)
         trainer.model.train()
         stats = accumulate_gradients(trainer.model, pack(samples, 4096), trainer.config.loss, 1.0, trainer.device)
         norms = clip_and_step(trainer.param_groups, trainer.optimizer, trainer.scheduler, 1.0)
         assert set(norms) == set(agents) and norms["rec"] > 0
         after = _adapter_weights(trainer)
-        moved = {a: max((after[n] - before[n]).abs().max().item() for n in before if f".{a}." in n) for a in ("rec", "user")}
+        moved = {
+            a: max((after[n] - before[n]).abs().max().item() for n in before if f".{a}." in n) for a in ("rec", "user")
+        }
         assert moved["rec"] > 0 and (moved["user"] > 0) == ("user" in agents)
         assert {f"loss_{a}" for a in agents} <= set(stats)
 
@@ -105,7 +127,8 @@ def test_non_finite_rollout_logits_are_skipped_steps_not_a_crash(tiny_model_dir,
     records = [json.loads(line) for line in (tmp_path / "diverged" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train"]
     assert [(r["step"], r["skipped"], r["skip_reason"]) for r in train] == [
-        (s, True, "non-finite logits in rollout sampling") for s in (1, 2, 3)]
+        (s, True, "non-finite logits in rollout sampling") for s in (1, 2, 3)
+    ]
 
 
 def test_a_crash_while_checkpointing_keeps_the_last_good_checkpoint(tiny_model_dir, cyclic_dir, tmp_path, monkeypatch):
@@ -131,25 +154,67 @@ def test_a_crash_while_checkpointing_keeps_the_last_good_checkpoint(tiny_model_d
 
 def test_cli_train_end_to_end(tiny_model_dir, cyclic_dir, tmp_path, capsys):
     out = tmp_path / "cli"
-    code = main(["train", "--dataset", "jsonl", "--data-dir", str(cyclic_dir), "--model", str(tiny_model_dir),
-                 "--steps", "2", "--eval-users", "2", "--set", "eval.f1_users=1", "--set", "generation.max_new_tokens=6",
-                 "--set", "rollout.max_turns=2", "--set", "train.minutes=null", "--set", "eval.every=1",
-                 "--set", "eval.curve_users=2", "--set", "eval.curve_f1_users=1", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "jsonl",
+            "--data-dir",
+            str(cyclic_dir),
+            "--model",
+            str(tiny_model_dir),
+            "--steps",
+            "2",
+            "--eval-users",
+            "2",
+            "--set",
+            "eval.f1_users=1",
+            "--set",
+            "generation.max_new_tokens=6",
+            "--set",
+            "rollout.max_turns=2",
+            "--set",
+            "train.minutes=null",
+            "--set",
+            "eval.every=1",
+            "--set",
+            "eval.curve_users=2",
+            "--set",
+            "eval.curve_f1_users=1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "zero-shot memory loop" in printed and "CoARS (trained)" in printed and "sasrec" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and {"initial", "final"} <= set(summary["evals"])
-    train_records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in l]
-    for key in ("reward_rec", "train_hit_at_1", "grad_norm_rec", "grad_norm_user", "tokens_per_s", "packed_fill", "padded_waste",
-                "time_rollout", "time_teacher", "time_student", "tokens", "tokens_flat", "token_ratio"):
+    train_records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+    for key in (
+        "reward_rec",
+        "train_hit_at_1",
+        "grad_norm_rec",
+        "grad_norm_user",
+        "tokens_per_s",
+        "packed_fill",
+        "padded_waste",
+        "time_rollout",
+        "time_teacher",
+        "time_student",
+        "tokens",
+        "tokens_flat",
+        "token_ratio",
+    ):
         assert key in train_records[-1]
     # CPU default: tree packing; the turns of an episode share their prompt prefixes
     assert train_records[-1]["tokens"] < train_records[-1]["tokens_flat"]
-    assert train_records[-1]["token_ratio"] == pytest.approx(train_records[-1]["tokens"] / train_records[-1]["tokens_flat"])
+    assert train_records[-1]["token_ratio"] == pytest.approx(
+        train_records[-1]["tokens"] / train_records[-1]["tokens_flat"]
+    )
     assert (out / "tensorboard").is_dir()
     # the learning curve: steps 0, 1, 2 on the fixed validation subset, and the report written at the end
-    val = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"val"' in l]
+    val = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"val"' in line]
     assert [r["step"] for r in val] == [0, 1, 2] and all(r["episodes"] == 2 for r in val)
     assert {"hit_at_1", "hit_ci_low", "hit_ci_high", "valid_ratio", "user_f1"} <= set(val[0])
     assert (out / "validation" / "step-000002" / "transcripts.jsonl").is_file()
@@ -219,10 +284,14 @@ def test_a_step_with_every_turn_excluded_logs_and_goes_on(tiny_model_dir, cyclic
     from coars_fast.rollout import collector
 
     real = collector.episode_rewards
-    monkeypatch.setattr(collector, "episode_rewards", lambda state, settings: [replace(r, excluded=True) for r in real(state, settings)])
+    monkeypatch.setattr(
+        collector, "episode_rewards", lambda state, settings: [replace(r, excluded=True) for r in real(state, settings)]
+    )
     trainer = Trainer(_config(tiny_model_dir, cyclic_dir, "train.steps=2"), tmp_path / "excluded", progress=False)
     summary = trainer.run()
     assert summary["steps"] == 2
-    records = [json.loads(l) for l in (tmp_path / "excluded" / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (tmp_path / "excluded" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train"]
-    assert len(train) == 2 and all(r["samples"] == 0 and "reward_rec" not in r and r["excluded_share"] == 1.0 for r in train)
+    assert len(train) == 2 and all(
+        r["samples"] == 0 and "reward_rec" not in r and r["excluded_share"] == 1.0 for r in train
+    )

@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+from helpers import tiny_llama
 
 from coars_fast.models import GenerationSettings, LoraSettings, add_agent_adapters
 from coars_fast.models.packed_attention import tree_mask
@@ -14,7 +15,6 @@ from coars_fast.rollout.packing import _stream
 from coars_fast.rollout.tree_packing import token_tree, tree_stream
 from coars_fast.train.config import LossConfig
 from coars_fast.train.step import accumulate_gradients, adapter_parameters, decoder_and_head, response_hidden
-from helpers import tiny_llama
 
 VOCAB = 211
 
@@ -62,7 +62,11 @@ def test_tree_mask_counts_visible_pairs_exactly():
     tree = token_tree([(5, 6, 7), (5, 6, 9)])
     assert tree.input_ids == [5, 6, 7, 9] and tree.depths == [0, 1, 2, 2] and tree.subtree_end == [4, 4, 3, 4]
     assert tree_mask(torch.tensor(tree.subtree_end))[0, 0].int().tolist() == [
-        [1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 1]]
+        [1, 0, 0, 0],
+        [1, 1, 0, 0],
+        [1, 1, 1, 0],
+        [1, 1, 0, 1],
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +113,9 @@ def assert_tree_equals_flat(model, samples, budget):
     loss_flat, grads_flat = _step(model, flat)
     loss_tree, grads_tree = _step(model, tree)
     assert grads_flat.keys() == grads_tree.keys() and grads_flat
-    worst = max(((grads_tree[n] - grads_flat[n]).norm() / grads_flat[n].norm().clamp_min(1e-20)).item()
-                for n in grads_flat)
+    worst = max(
+        ((grads_tree[n] - grads_flat[n]).norm() / grads_flat[n].norm().clamp_min(1e-20)).item() for n in grads_flat
+    )
     print(f"loss {loss_flat:.6f} vs {loss_tree:.6f}; worst relative LoRA-gradient difference {worst:.2e}")
     assert abs(loss_flat - loss_tree) <= 1e-5 * max(1.0, abs(loss_flat))
     assert worst <= 1e-4
@@ -123,16 +128,25 @@ def _random_samples(seed):
     samples = []
     for user in range(3):
         system = tuple(token() for _ in range(rng.randint(5, 40)))
-        for episode in range(2):
+        for _episode in range(2):
             memory = ()
-            for turn in range(3):
+            for _turn in range(3):
                 question = tuple(token() for _ in range(rng.randint(1, 4)))
                 prompt = system + memory + question
                 teacher = system + memory + tuple(token() for _ in range(rng.randint(1, 6))) + question
                 for agent in ("rec", "user"):
                     response = tuple(token() for _ in range(rng.randint(1, 6)))
-                    samples.append(TurnSample(agent, prompt, teacher, response, tuple(-rng.random() for _ in response),
-                                              rng.uniform(-1, 1), f"u{user}"))
+                    samples.append(
+                        TurnSample(
+                            agent,
+                            prompt,
+                            teacher,
+                            response,
+                            tuple(-rng.random() for _ in response),
+                            rng.uniform(-1, 1),
+                            f"u{user}",
+                        )
+                    )
                 memory += tuple(token() for _ in range(rng.randint(1, 8)))
     samples.append(samples[0])  # the same turn twice: rows may share a node
     return samples
@@ -177,12 +191,19 @@ def test_tree_packing_equals_flat_packing_on_real_lastfm_turns(model, smol_token
     from coars_fast.env.rewards import RewardSettings
 
     torch.manual_seed(0)
-    agents = Agents(model, smol_tokenizer, GenerationSettings(greedy=False, max_new_tokens=12, batch_size=8,
-                                                              reason_tokens=6))
+    agents = Agents(
+        model, smol_tokenizer, GenerationSettings(greedy=False, max_new_tokens=12, batch_size=8, reason_tokens=6)
+    )
     episodes = lastfm.split("train")[:2]
     model.eval()
-    rollout = collect(agents, lastfm, episodes, CandidateBuilder(lastfm).build(episodes),
-                      RolloutSettings(group_size=2, max_turns=3), RewardSettings(exclude_unlogged_positive=False))
+    rollout = collect(
+        agents,
+        lastfm,
+        episodes,
+        CandidateBuilder(lastfm).build(episodes),
+        RolloutSettings(group_size=2, max_turns=3),
+        RewardSettings(exclude_unlogged_positive=False),
+    )
     assert {s.agent for s in rollout.samples} == {"rec", "user"}
     flat, tree = assert_tree_equals_flat(model, rollout.samples, 1024)
     ratio = padding_report(tree, 1024)["token_ratio"]

@@ -42,8 +42,10 @@ def load_dataset(
             "folder holding lastfm/, movielens/ and instruments/ (see the README section 'Getting the data')."
         )
     if name != "jsonl" and not (folder / name).is_dir():
-        raise DataError(f"{folder} has no {name}/ folder: --data-dir (or $COARS_FAST_DATA) must be the folder that "
-                        f"holds {name}/ (the data root, not {name}/ or a folder inside it)")
+        raise DataError(
+            f"{folder} has no {name}/ folder: --data-dir (or $COARS_FAST_DATA) must be the folder that "
+            f"holds {name}/ (the data root, not {name}/ or a folder inside it)"
+        )
     return LOADERS[name](folder, history_len=history_len, min_history=min_history)
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -20,7 +20,9 @@ class HitResult:
     method: str
     hit_at_1: float
     episodes: int
-    interval: tuple[float, float]  # 95% (clustered by user when users repeat); a point for `random`, whose value is exact
+    interval: tuple[
+        float, float
+    ]  # 95% (clustered by user when users repeat); a point for `random`, whose value is exact
 
 
 def popularity(dataset: Dataset) -> np.ndarray:

@@ -10,7 +10,7 @@ item the user has seen.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from coars_fast.errors import DataError
 
@@ -27,8 +27,9 @@ def find_file(folder: Path, name: str, what: str, required: bool = True) -> Path
             return candidate
     if not required:
         return None
-    raise DataError(f"missing data file: looked for {folder / name} (or {name}.gz), which should hold {what}; "
-                    f"{PUBLIC_COPIES}")
+    raise DataError(
+        f"missing data file: looked for {folder / name} (or {name}.gz), which should hold {what}; {PUBLIC_COPIES}"
+    )
 
 
 def read_text(path: Path, encoding: str = "utf-8") -> str:

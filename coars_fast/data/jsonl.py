@@ -45,8 +45,10 @@ def load(data_dir: Path, history_len: int = HISTORY_LEN, min_history: int = MIN_
         if unknown:
             raise malformed(seq_path, line_no, f"item ids not in items.jsonl: {unknown[:5]}")
         if stamps is not None:
-            if not isinstance(stamps, list) or len(stamps) != len(seq) or not all(
-                isinstance(t, (int, float)) and not isinstance(t, bool) for t in stamps
+            if (
+                not isinstance(stamps, list)
+                or len(stamps) != len(seq)
+                or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in stamps)
             ):
                 raise malformed(seq_path, line_no, '"timestamps" must be one number per item')
             seq = [i for _, i in sorted(zip(stamps, seq), key=lambda pair: pair[0])]

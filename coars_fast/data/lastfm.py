@@ -63,7 +63,9 @@ def _hetrec_sequences(folder: Path, items: list[Item]) -> dict[str, tuple[int, .
             continue  # header
         if fields[1] in by_name:
             artist_index[fields[0]] = by_name[fields[1]]
-    tags = find_file(folder, "user_taggedartists.dat", "HetRec's `user \\t artist \\t tag \\t day \\t month \\t year` lines")
+    tags = find_file(
+        folder, "user_taggedartists.dat", "HetRec's `user \\t artist \\t tag \\t day \\t month \\t year` lines"
+    )
     first_seen: dict[str, dict[int, tuple]] = defaultdict(dict)
     for line_no, line in text_lines(tags, "ascii"):
         fields = line.split("\t")
@@ -78,8 +80,7 @@ def _hetrec_sequences(folder: Path, items: list[Item]) -> dict[str, tuple[int, .
             first_seen[user].setdefault(item, key)
             first_seen[user][item] = min(first_seen[user][item], key)
     return {
-        user: tuple(sorted(seen, key=seen.get))
-        for user, seen in sorted(first_seen.items(), key=lambda kv: int(kv[0]))
+        user: tuple(sorted(seen, key=seen.get)) for user, seen in sorted(first_seen.items(), key=lambda kv: int(kv[0]))
     }
 
 
@@ -113,7 +114,7 @@ def _read_rows(path: Path, split: str, pad: int, history_len: int, min_history: 
             raise malformed(path, line_no, f"item ids must lie in [0, {pad}) (padding id {pad})")
         # `len_seq` is unreliable (a user's first row says 1 over an all-padding seq): count items.
         full = tuple(i for i in seq if i != pad)
-        if previous is None or not full or full != previous[-len(full):]:
+        if previous is None or not full or full != previous[-len(full) :]:
             users += 1  # this row does not continue the previous one: a new user
         previous = full + (target,)
         history = full[-history_len:]

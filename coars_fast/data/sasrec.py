@@ -11,8 +11,8 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -125,13 +125,16 @@ def training_key(dataset: Dataset, config: SASRecConfig) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_or_train(dataset: Dataset, config: SASRecConfig = SASRecConfig(), progress: bool = True,
-                  retrain: bool = False) -> SASRec:
+def load_or_train(
+    dataset: Dataset, config: SASRecConfig = SASRecConfig(), progress: bool = True, retrain: bool = False
+) -> SASRec:
     """The cached SASRec for this dataset's train split, training (and caching) it when missing or
     when `retrain`. Beside the weights, `<name>.json` records how its training ended."""
     if not dataset.split("train"):
-        raise DataError(f"dataset {dataset.name}: no training episodes (every user has fewer than {MIN_HISTORY + 1} "
-                        "items), so there is nothing to train SASRec on")
+        raise DataError(
+            f"dataset {dataset.name}: no training episodes (every user has fewer than {MIN_HISTORY + 1} "
+            "items), so there is nothing to train SASRec on"
+        )
     path = cache_dir("sasrec") / f"{dataset.name}-{training_key(dataset, config)}.pt"
     model = SASRec(dataset.num_items, config)
     if path.exists() and not retrain:
@@ -140,8 +143,11 @@ def load_or_train(dataset: Dataset, config: SASRecConfig = SASRecConfig(), progr
         return model.eval()
     ended = train(model, dataset.split("train"), progress=progress)
     if ended["ended"] == "time_limit":
-        log.warning("SASRec training stopped at its %s-minute limit after %d epochs: this model is not cached",
-                    config.max_minutes, ended["epochs"])
+        log.warning(
+            "SASRec training stopped at its %s-minute limit after %d epochs: this model is not cached",
+            config.max_minutes,
+            ended["epochs"],
+        )
         return model.eval()
     atomic_write(path, lambda tmp: torch.save(model.state_dict(), tmp))
     atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(ended)))
@@ -169,7 +175,7 @@ def train(model: SASRec, episodes: Sequence[Episode], progress: bool = True) -> 
     best, best_state, stale, started = float("inf"), None, 0, time.monotonic()
     bar = tqdm(range(cfg.max_epochs), desc="SASRec", unit="epoch", disable=not progress)
     ended, epochs = "max_epochs", 0
-    for epochs in range(1, cfg.max_epochs + 1):
+    for epochs in range(1, cfg.max_epochs + 1):  # noqa: B007 (read after the loop: how many ran)
         bar.update(1)
         model.train()
         for batch in fit[torch.randperm(len(fit))].split(cfg.batch_size):

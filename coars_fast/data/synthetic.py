@@ -24,19 +24,104 @@ import numpy as np
 from coars_fast.data.dataset import HISTORY_LEN, MIN_HISTORY, Dataset, Item, leave_last_out
 from coars_fast.errors import DataError
 
-GENRES = ("jazz", "rock", "folk", "techno", "classical", "hip hop", "reggae", "metal", "blues", "pop", "soul", "country")
+GENRES = (
+    "jazz",
+    "rock",
+    "folk",
+    "techno",
+    "classical",
+    "hip hop",
+    "reggae",
+    "metal",
+    "blues",
+    "pop",
+    "soul",
+    "country",
+)
 DECADES = ("1950s", "1960s", "1970s", "1980s", "1990s", "2000s", "2010s", "2020s")
 ADJECTIVES = (
-    "Velvet", "Golden", "Silent", "Electric", "Broken", "Hidden", "Crimson", "Endless", "Midnight", "Paper",
-    "Silver", "Wild", "Quiet", "Burning", "Frozen", "Lonely", "Bright", "Distant", "Hollow", "Restless",
-    "Sleepy", "Northern", "Scarlet", "Gentle", "Iron", "Amber", "Falling", "Secret", "Neon", "Wandering",
-    "Hungry", "Painted", "Southern", "Borrowed", "Glass", "Early", "Rusty", "Sudden", "Tender", "Open",
+    "Velvet",
+    "Golden",
+    "Silent",
+    "Electric",
+    "Broken",
+    "Hidden",
+    "Crimson",
+    "Endless",
+    "Midnight",
+    "Paper",
+    "Silver",
+    "Wild",
+    "Quiet",
+    "Burning",
+    "Frozen",
+    "Lonely",
+    "Bright",
+    "Distant",
+    "Hollow",
+    "Restless",
+    "Sleepy",
+    "Northern",
+    "Scarlet",
+    "Gentle",
+    "Iron",
+    "Amber",
+    "Falling",
+    "Secret",
+    "Neon",
+    "Wandering",
+    "Hungry",
+    "Painted",
+    "Southern",
+    "Borrowed",
+    "Glass",
+    "Early",
+    "Rusty",
+    "Sudden",
+    "Tender",
+    "Open",
 )
 NOUNS = (
-    "Harbor", "Garden", "River", "Mirror", "Highway", "Lantern", "Meadow", "Station", "Orchard", "Canyon",
-    "Window", "Island", "Compass", "Feather", "Valley", "Engine", "Horizon", "Thunder", "Cathedral", "Desert",
-    "Ocean", "Pocket", "Ladder", "Signal", "Summer", "Winter", "Carnival", "Shadow", "Anchor", "Voyage",
-    "Bridge", "Forest", "Letter", "Circle", "Kingdom", "Fever", "Diamond", "Railway", "Balloon", "Tower",
+    "Harbor",
+    "Garden",
+    "River",
+    "Mirror",
+    "Highway",
+    "Lantern",
+    "Meadow",
+    "Station",
+    "Orchard",
+    "Canyon",
+    "Window",
+    "Island",
+    "Compass",
+    "Feather",
+    "Valley",
+    "Engine",
+    "Horizon",
+    "Thunder",
+    "Cathedral",
+    "Desert",
+    "Ocean",
+    "Pocket",
+    "Ladder",
+    "Signal",
+    "Summer",
+    "Winter",
+    "Carnival",
+    "Shadow",
+    "Anchor",
+    "Voyage",
+    "Bridge",
+    "Forest",
+    "Letter",
+    "Circle",
+    "Kingdom",
+    "Fever",
+    "Diamond",
+    "Railway",
+    "Balloon",
+    "Tower",
 )
 
 
@@ -61,12 +146,16 @@ class SyntheticSettings:
         if self.users < 1:
             problems.append(f"users must be >= 1, got {self.users}")
         if not MIN_HISTORY + 2 <= self.min_length <= self.max_length:
-            problems.append(f"need {MIN_HISTORY + 2} <= min_length <= max_length, got {self.min_length} and {self.max_length}")
+            problems.append(
+                f"need {MIN_HISTORY + 2} <= min_length <= max_length, got {self.min_length} and {self.max_length}"
+            )
         if self.items_per_taste < self.max_length:
             problems.append(f"items_per_taste ({self.items_per_taste}) must be >= max_length ({self.max_length})")
         if self.genres * self.decades * self.items_per_taste > len(ADJECTIVES) * len(NOUNS):
-            problems.append(f"at most {len(ADJECTIVES) * len(NOUNS)} albums have distinct names; "
-                            f"{self.genres} x {self.decades} x {self.items_per_taste} asked")
+            problems.append(
+                f"at most {len(ADJECTIVES) * len(NOUNS)} albums have distinct names; "
+                f"{self.genres} x {self.decades} x {self.items_per_taste} asked"
+            )
         if not 0.0 <= self.noise < 1.0:
             problems.append(f"noise must lie in [0, 1), got {self.noise}")
         if problems:
@@ -77,8 +166,9 @@ class SyntheticSettings:
         return self.genres * self.decades
 
 
-def generate(settings: SyntheticSettings = SyntheticSettings(), history_len: int = HISTORY_LEN,
-             min_history: int = MIN_HISTORY) -> Dataset:
+def generate(
+    settings: SyntheticSettings = SyntheticSettings(), history_len: int = HISTORY_LEN, min_history: int = MIN_HISTORY
+) -> Dataset:
     rng = np.random.default_rng(settings.seed)
     names = [f"{a} {n}" for a in ADJECTIVES for n in NOUNS]
     order = rng.permutation(len(names))

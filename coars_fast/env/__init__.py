@@ -5,6 +5,16 @@ from coars_fast.env.parsing import ACTIONS, Recommendation, UserReply, parse_rec
 from coars_fast.env.prompts import DOMAINS, GENERIC, Domain
 
 __all__ = [
-    "ACTIONS", "DOMAINS", "GENERIC", "MAX_TURNS", "Domain", "EpisodeState", "PeerEvidence", "Recommendation",
-    "Turn", "UserReply", "parse_recommendation", "parse_user_reply",
+    "ACTIONS",
+    "DOMAINS",
+    "GENERIC",
+    "MAX_TURNS",
+    "Domain",
+    "EpisodeState",
+    "PeerEvidence",
+    "Recommendation",
+    "Turn",
+    "UserReply",
+    "parse_recommendation",
+    "parse_user_reply",
 ]

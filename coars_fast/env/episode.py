@@ -3,8 +3,9 @@ agents' outputs arrive from outside as any object with a `.text` (kept as-is in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from coars_fast.env import prompts
 from coars_fast.env.parsing import Recommendation, UserReply, parse_recommendation, parse_user_reply
@@ -69,7 +70,7 @@ class EpisodeState:
     # -- whose move -------------------------------------------------------------------------------
     @property
     def awaiting(self) -> str | None:
-        """"rec", "user", or None once the episode has ended."""
+        """ "rec", "user", or None once the episode has ended."""
         if not self.turns:
             return "rec"
         last = self.turns[-1]
@@ -105,8 +106,12 @@ class EpisodeState:
         turn = self.turns[-1]
         evidence = prompts.peer_sentence(self.domain, peers.count, peers.k) if peers else None
         return prompts.user_messages(
-            self.domain, self.history, self.titles[turn.recommendation.position], turn.recommendation.reason,
-            self.memory(upto=turn.number - 1), evidence,
+            self.domain,
+            self.history,
+            self.titles[turn.recommendation.position],
+            turn.recommendation.reason,
+            self.memory(upto=turn.number - 1),
+            evidence,
         )
 
     def give_reply(self, output: Any, peers: PeerEvidence | None = None) -> Turn:
@@ -170,7 +175,7 @@ class EpisodeState:
     def hindsight(self, diagnosis: str | None = None) -> str:
         target_title = self.target_title
         return (
-            f'Hindsight (known only after the episode): the {self.domain.noun} this user actually chose next is '
+            f"Hindsight (known only after the episode): the {self.domain.noun} this user actually chose next is "
             f'"{target_title}".\n' + (diagnosis if diagnosis is not None else self.diagnosis())
         )
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from coars_fast.data.dataset import title_key
 
@@ -24,7 +24,9 @@ _ALL_LABELS = _ITEM_LABELS + _ACTION_LABELS + _REASON_LABELS + ("score",)
 # One line: optional markdown decoration, a label, a colon. [ \t] (not \s) keeps it to the line, so a
 # scan stays linear on text made of many blank lines.
 _LABEL_LINE = re.compile(
-    r"^[ \t>*#_-]*(" + "|".join(sorted(map(re.escape, _ALL_LABELS), key=len, reverse=True)) + r")[ \t*_]*[:：][ \t]*(.*)$",
+    r"^[ \t>*#_-]*("
+    + "|".join(sorted(map(re.escape, _ALL_LABELS), key=len, reverse=True))
+    + r")[ \t*_]*[:：][ \t]*(.*)$",
     re.I,
 )
 _ACTION_WORD = re.compile(r"\b(click(?:s|ed)?|star(?:s|red)?|skip(?:s|ped)?|dislike[sd]?)\b", re.I)
@@ -139,7 +141,9 @@ def _mentioned(text: str, titles: Sequence[str]) -> list[int]:
     everything = [(s, i) for i, found in spans.items() for s in found]
 
     def inside_longer(i: int, span: tuple[int, int]) -> bool:
-        return any(j != i and s[0] <= span[0] and span[1] <= s[1] and s[1] - s[0] > span[1] - span[0] for s, j in everything)
+        return any(
+            j != i and s[0] <= span[0] and span[1] <= s[1] and s[1] - s[0] > span[1] - span[0] for s, j in everything
+        )
 
     return sorted(i for i, found in spans.items() if not all(inside_longer(i, span) for span in found))
 
@@ -183,11 +187,10 @@ def clamp_to_band(score: float, action: str) -> float:
 
 def _score(text: str) -> float | None:
     """The number after the last "score" in the text: 0.8, .8, 80%, 8/10 or 80/100."""
-    found = None
-    for found in _SCORE.finditer(text):
-        pass
-    if found is None:
+    matches = list(_SCORE.finditer(text))
+    if not matches:
         return None
+    found = matches[-1]
     number, unit = float(found.group(1)), (found.group(2) or "").replace(" ", "")
     if unit in ("%", "/100"):
         number /= 100

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from coars_fast.env.parsing import ACTIONS, SCORE_BAND
 
@@ -29,7 +29,7 @@ GENERIC = Domain("item", "interacted with")
 REC_SYSTEM = (
     "You are a recommender agent. From a list of candidates, pick the one {noun} this user is most "
     "likely to want next. Learn from the user's earlier reactions in this conversation. Answer in two "
-    "lines: first \"Item:\" and the title of one candidate, copied exactly as listed; then \"Reason:\" "
+    'lines: first "Item:" and the title of one candidate, copied exactly as listed; then "Reason:" '
     "and one short sentence."
 )
 # The User's example is made of allowed values only (an action and a score): copying it is a valid answer.
@@ -147,10 +147,15 @@ def preference_messages(domain: Domain, history: Sequence[str], memory: Sequence
         render_memory(memory),
         f'Would you like the {domain.noun} "{item}"? Answer with one word: like or dislike.',
     ]
-    return [{"role": "system", "content": PREFERENCE_SYSTEM}, {"role": "user", "content": "\n\n".join(p for p in parts if p)}]
+    return [
+        {"role": "system", "content": PREFERENCE_SYSTEM},
+        {"role": "user", "content": "\n\n".join(p for p in parts if p)},
+    ]
 
 
-DIAGNOSIS_SYSTEM = "You review a finished recommendation conversation and explain in two short sentences what went right or wrong."
+DIAGNOSIS_SYSTEM = (
+    "You review a finished recommendation conversation and explain in two short sentences what went right or wrong."
+)
 
 
 def diagnosis_messages(domain: Domain, memory: Sequence[str], target: str) -> list[dict]:

@@ -14,6 +14,7 @@ reward then uses the assumed "skip" and its default score.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from coars_fast.env.episode import EpisodeState, Turn
 
 KINDS = ("interaction", "outcome")
@@ -76,6 +77,7 @@ def episode_rewards(state: EpisodeState, settings: RewardSettings = RewardSettin
             s = turn.reply.score
             q = turn.peers.similarity if turn.peers else 0.0
             user = user_reward(turn.hit, s, q, settings.alpha) if turn.reply.action_stated else settings.invalid_reward
-            out.append(TurnReward(rec_reward(turn.hit, s, turn.number, settings.gamma), user, is_excluded(turn, settings)))
+            out.append(
+                TurnReward(rec_reward(turn.hit, s, turn.number, settings.gamma), user, is_excluded(turn, settings))
+            )
     return out
-

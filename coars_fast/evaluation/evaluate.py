@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -62,7 +62,8 @@ def episode_metrics(states: Sequence[EpisodeState], users: Sequence[str | None] 
         "hit_at_1_first_turn": first_hits / len(states),
         "valid_ratio": sum(t.recommendation.valid for t in turns) / len(turns),
         "mean_turns": len(turns) / len(states),
-        "click_rate": sum(bool(s.turns[-1].reply and s.turns[-1].reply.action == "click") for s in states) / len(states),
+        "click_rate": sum(bool(s.turns[-1].reply and s.turns[-1].reply.action == "click") for s in states)
+        / len(states),
         "user_actions": {a: actions.get(a, 0) for a in ACTIONS},
         "user_format_ok": sum(t.reply.action_stated and t.reply.score_stated for t in turns if t.reply)
         / max(1, sum(1 for t in turns if t.reply)),
@@ -117,7 +118,9 @@ def evaluate(agents, dataset: Dataset, settings: EvalSettings, sasrec=None, peer
     cases = preference_cases(dataset, n_f1, settings.seed) if n_f1 else []
     if cases:
         f1_started = time.monotonic()
-        f1_states = make_states(dataset, [c.episode for c in cases], builder.build([c.episode for c in cases]), settings.max_turns)
+        f1_states = make_states(
+            dataset, [c.episode for c in cases], builder.build([c.episode for c in cases]), settings.max_turns
+        )
         lookup = peers.lookup({c.episode.episode_id: c.episode for c in cases}) if peers else None
         run_episodes(agents, f1_states, lookup, progress, desc="user-agent F1 episodes")
         result["user_f1"] = ask_preferences(agents, dataset, cases, f1_states)
@@ -140,15 +143,22 @@ def format_report(result: dict, title: str = "") -> str:
         ci = "exact" if method == "random" else f"[{b['ci95'][0]:.3f}, {b['ci95'][1]:.3f}]"
         lines.append(f"{method:<28} {b['hit_at_1']:>6.3f}  {ci:<16} {'-':>10} {'-':>6}")
     ci = f"[{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]"
-    lines.append(f"{'agents (memory loop)':<28} {a['hit_at_1']:>6.3f}  {ci:<16} {a['valid_ratio']:>10.3f} {a['mean_turns']:>6.2f}")
+    lines.append(
+        f"{'agents (memory loop)':<28} {a['hit_at_1']:>6.3f}  {ci:<16} {a['valid_ratio']:>10.3f} {a['mean_turns']:>6.2f}"
+    )
     lines.append(f"{'  first turn only':<28} {a['hit_at_1_first_turn']:>6.3f}")
     f1 = result.get("user_f1")
     if f1:
-        lines.append(f"user agent ({f1['users']} users): precision {f1['precision']:.3f}  recall {f1['recall']:.3f}  F1 {f1['f1']:.3f}")
+        lines.append(
+            f"user agent ({f1['users']} users): precision {f1['precision']:.3f}  recall {f1['recall']:.3f}  F1 {f1['f1']:.3f}"
+        )
     else:
         lines.append("user agent: F1 not measured (no users with 13+ items in this dataset, or --f1-users 0)")
     secs = result["seconds"]
-    lines.append(f"wall time {secs['total']:.0f} s (episodes {secs['episodes']:.0f} s" + (f", F1 {secs['user_f1']:.0f} s)" if "user_f1" in secs else ")"))
+    lines.append(
+        f"wall time {secs['total']:.0f} s (episodes {secs['episodes']:.0f} s"
+        + (f", F1 {secs['user_f1']:.0f} s)" if "user_f1" in secs else ")")
+    )
     return "\n".join(lines)
 
 

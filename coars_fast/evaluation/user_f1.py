@@ -3,8 +3,8 @@ items the user really chose next and 10 they never touched; micro precision, rec
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -42,12 +42,15 @@ def preference_cases(dataset: Dataset, n: int, seed: int = 0, history_len: int =
         positives = tuple(dict.fromkeys(i for i in seq[cut:] if i not in history and (likes is None or i in likes)))
         episode = Episode(f"f1/{user}", user, history, seq[cut], frozenset(seq))
         excluded = episode.seen | (likes or frozenset())  # negatives: never touched, and not liked
-        cases.append(PreferenceCase(episode, positives, _negatives(dataset, episode.episode_id, excluded, positives, seed)))
+        cases.append(
+            PreferenceCase(episode, positives, _negatives(dataset, episode.episode_id, excluded, positives, seed))
+        )
     return cases
 
 
-def _negatives(dataset: Dataset, episode_id: str, excluded: frozenset[int], positives: Sequence[int],
-               seed: int) -> tuple[int, ...]:
+def _negatives(
+    dataset: Dataset, episode_id: str, excluded: frozenset[int], positives: Sequence[int], seed: int
+) -> tuple[int, ...]:
     rng = episode_rng(seed, "negatives/" + episode_id)
     keys = {title_key(dataset.title(i)) for i in positives}
     chosen = []
@@ -86,5 +89,10 @@ def ask_preferences(agents, dataset: Dataset, cases: Sequence[PreferenceCase], s
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"users": len(cases), "precision": precision, "recall": recall, "f1": f1,
-            "counts": {"tp": tp, "fp": fp, "fn": fn, "tn": tn}}
+    return {
+        "users": len(cases),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "counts": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+    }

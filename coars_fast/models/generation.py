@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Sequence
 
 import torch
 
@@ -23,7 +23,13 @@ class GenerationSettings:
     reason_tokens: int = 32  # grounded answers: at most this many free tokens (the reason) after the head
 
     def __post_init__(self):
-        if not self.temperature > 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1 or self.batch_size < 1 or self.reason_tokens < 1:
+        if (
+            not self.temperature > 0
+            or not 0 < self.top_p <= 1
+            or self.max_new_tokens < 1
+            or self.batch_size < 1
+            or self.reason_tokens < 1
+        ):
             raise ConfigError(
                 "generation needs temperature > 0, 0 < top_p <= 1, max_new_tokens >= 1, batch_size >= 1 and "
                 f"reason_tokens >= 1; got {self.temperature}, {self.top_p}, {self.max_new_tokens}, {self.batch_size}, "
@@ -95,18 +101,23 @@ def generate(
     for start in range(0, len(order), settings.batch_size):
         chunk = order[start : start + settings.batch_size]
         chunk_keys = [keys[i] for i in chunk] if cache is not None else None
-        batch = _generate_batch(model, tokenizer, [prompts[i] for i in chunk], settings, stops, cache, chunk_keys,
-                                [tries[i] for i in chunk])
+        batch = _generate_batch(
+            model, tokenizer, [prompts[i] for i in chunk], settings, stops, cache, chunk_keys, [tries[i] for i in chunk]
+        )
         for i, generated in zip(chunk, batch):
             results[i] = generated
     return results
 
 
-def _generate_batch(model, tokenizer, prompts, settings: GenerationSettings, stops: set[int], cache, keys, tries) -> list[Generated]:
+def _generate_batch(
+    model, tokenizer, prompts, settings: GenerationSettings, stops: set[int], cache, keys, tries
+) -> list[Generated]:
     """Rows are laid out as [pad | cached prefix | pad | new prompt tokens]: the attention mask hides
     the pads, and positions (from the mask's running sum) stay those of the unpadded prompt."""
     device = next(model.parameters()).device
-    reuse = [cache.reusable(key, p) for key, p in zip(keys, prompts)] if cache is not None else [(0, None)] * len(prompts)
+    reuse = (
+        [cache.reusable(key, p) for key, p in zip(keys, prompts)] if cache is not None else [(0, None)] * len(prompts)
+    )
     cached = max(n for n, _ in reuse)
     width = max(len(p) - n for p, (n, _) in zip(prompts, reuse))
     pad = tokenizer.pad_token_id
@@ -147,7 +158,10 @@ def _generate_batch(model, tokenizer, prompts, settings: GenerationSettings, sto
     # Log-probs step by step: never holds a [batch, steps, vocab] fp32 tensor.
     logprobs = torch.stack(
         [
-            torch.log_softmax(step.float() / temperature, dim=-1).gather(1, new[:, t : t + 1].to(step.device)).squeeze(1).cpu()
+            torch.log_softmax(step.float() / temperature, dim=-1)
+            .gather(1, new[:, t : t + 1].to(step.device))
+            .squeeze(1)
+            .cpu()
             for t, step in enumerate(out.logits)
         ],
         dim=1,

@@ -10,7 +10,7 @@ model's own, unmasked ones (see generation.py).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -29,7 +29,7 @@ class TokenTrie:
                 node = node.setdefault(int(token), {})
 
     @classmethod
-    def of_strings(cls, tokenizer, strings: Sequence[str]) -> "TokenTrie":
+    def of_strings(cls, tokenizer, strings: Sequence[str]) -> TokenTrie:
         return cls([tokenizer.encode(s, add_special_tokens=False) for s in strings])
 
     def walk(self, tokens: Sequence[int]) -> tuple[dict | None, int]:
@@ -49,8 +49,11 @@ def newline_token_ids(tokenizer) -> frozenset[int]:
     """Ids whose text holds a line break (they end the free part of a grounded answer)."""
     cached = getattr(tokenizer, "_coars_newline_ids", None)
     if cached is None:
-        cached = frozenset(i for i, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
-                           if piece is not None and ("\n" in piece or "Ċ" in piece or "<0x0A>" in piece))
+        cached = frozenset(
+            i
+            for i, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
+            if piece is not None and ("\n" in piece or "Ċ" in piece or "<0x0A>" in piece)
+        )
         try:
             tokenizer._coars_newline_ids = cached
         except AttributeError:
@@ -66,8 +69,9 @@ class GroundedLogits:
     `free_tokens` tokens.
     """
 
-    def __init__(self, tries: Sequence[TokenTrie | None], start: int, newlines: frozenset[int], stops: set[int],
-                 free_tokens: int):
+    def __init__(
+        self, tries: Sequence[TokenTrie | None], start: int, newlines: frozenset[int], stops: set[int], free_tokens: int
+    ):
         self.tries, self.start = list(tries), start
         self.newlines, self.stops, self.free_tokens = newlines, sorted(stops), free_tokens
 
@@ -80,7 +84,9 @@ class GroundedLogits:
             node, n = trie.walk(tokens)
             if node:  # inside the trie: only its children
                 allowed = list(node)
-            elif node is not None and (len(tokens) - n >= self.free_tokens or any(t in self.newlines for t in tokens[n:])):
+            elif node is not None and (
+                len(tokens) - n >= self.free_tokens or any(t in self.newlines for t in tokens[n:])
+            ):
                 allowed = self.stops  # the free line has ended (or is long enough): stop
             else:
                 continue  # free text (or a row that already stopped)

@@ -94,5 +94,7 @@ def load_model(model: str | None = None, device: str | torch.device | None = Non
     if tokenizer.chat_template is None:
         raise ConfigError(f"model {model!r} has no chat template; coars-fast needs an instruction-tuned model")
     net.requires_grad_(False)
-    log.info("model %s on %s (%s, %s attention)", model or DEFAULT_MODEL, device, dtype, net.config._attn_implementation)
+    log.info(
+        "model %s on %s (%s, %s attention)", model or DEFAULT_MODEL, device, dtype, net.config._attn_implementation
+    )
     return net.to(device).eval(), tokenizer

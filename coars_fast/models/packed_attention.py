@@ -59,15 +59,32 @@ def _call_varlen(kernel, query, key, value, cu_seqlens, max_len, scale):
     return kernel(query, key, value, cu_seqlens, cu_seqlens, max_len, max_len, **kwargs)
 
 
-def varlen_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                             cu_seq_lens_q=None, max_length_q=None, **kwargs):
+def varlen_attention_forward(
+    module,
+    query,
+    key,
+    value,
+    attention_mask,
+    scaling=None,
+    dropout=0.0,
+    cu_seq_lens_q=None,
+    max_length_q=None,
+    **kwargs,
+):
     """transformers attention function: query [1, Hq, T, D], key/value [1, Hkv, T, D] of one packed
     stream -> ([1, T, Hq, D], None)."""
     if cu_seq_lens_q is None or query.shape[0] != 1:
         raise ValueError(f"{VARLEN} attention needs one packed stream and its cu_seq_lens_q")
     as_tokens = lambda t: t[0].transpose(0, 1).contiguous()  # [T, H, D]
-    out = _call_varlen(varlen_kernel(query.device), as_tokens(query), as_tokens(key), as_tokens(value),
-                       cu_seq_lens_q, max_length_q, scaling)
+    out = _call_varlen(
+        varlen_kernel(query.device),
+        as_tokens(query),
+        as_tokens(key),
+        as_tokens(value),
+        cu_seq_lens_q,
+        max_length_q,
+        scaling,
+    )
     return out[None], None
 
 

@@ -8,7 +8,7 @@ adapters change (a new rollout).
 
 from __future__ import annotations
 
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import torch
 
@@ -66,5 +66,7 @@ def rows_of(cache, mask: torch.Tensor, lengths: Sequence[int]) -> list[list[tupl
     rows = []
     for row, n in enumerate(lengths):
         where = mask[row].nonzero().squeeze(1)[:n].to(cache.layers[0].keys.device)
-        rows.append([(layer.keys[row][:, where].clone(), layer.values[row][:, where].clone()) for layer in cache.layers])
+        rows.append(
+            [(layer.keys[row][:, where].clone(), layer.values[row][:, where].clone()) for layer in cache.layers]
+        )
     return rows

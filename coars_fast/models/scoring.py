@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -43,8 +43,11 @@ def next_token_logprobs(model, tokenizer, prompts: Sequence[Sequence[int]], adap
         mask[row, shared : shared + len(suffix)] = 1
     positions = torch.arange(shared, shared + width).expand(n, -1)
     logits = model(
-        input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-        cache=cache if shared else None, use_cache=bool(shared),
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=positions.to(device),
+        cache=cache if shared else None,
+        use_cache=bool(shared),
     ).logits
     last = torch.tensor([len(s) - 1 for s in suffixes], device=logits.device)
     return torch.log_softmax(logits[torch.arange(n, device=logits.device), last].float(), dim=-1).cpu()

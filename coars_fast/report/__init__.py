@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from coars_fast.report.plots import plot_runs
 from coars_fast.report.runs import ReportError, Run, load_run

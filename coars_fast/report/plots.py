@@ -4,8 +4,8 @@ with its running mean on top; validation points are drawn as they are, with thei
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -18,11 +18,27 @@ PANELS = [
     ("Recommender reward", "mean reward per turn", [("train", "reward_rec", None)]),
     ("User reward", "mean reward per turn", [("train", "reward_user", None)]),
     ("Hit@1", "Hit@1", [("train", "train_hit_at_1", "train rollouts"), ("val", "hit_at_1", "validation (greedy)")]),
-    ("ValidRatio", "share of valid recommendations", [("train", "valid_ratio", "train rollouts"), ("val", "valid_ratio", "validation")]),
+    (
+        "ValidRatio",
+        "share of valid recommendations",
+        [("train", "valid_ratio", "train rollouts"), ("val", "valid_ratio", "validation")],
+    ),
     ("User-agent F1 (validation)", "F1", [("val", "user_f1", None)]),
-    ("Mean |A| (self-distilled credit)", "mean |A| per token", [("train", "credit_abs_rec", "rec"), ("train", "credit_abs_user", "user")]),
-    ("Credit clip fraction", "share of tokens with |A| = c", [("train", "credit_clip_frac_rec", "rec"), ("train", "credit_clip_frac_user", "user")]),
-    ("Gradient norm (before clipping)", "L2 norm", [("train", "grad_norm_rec", "rec"), ("train", "grad_norm_user", "user")]),
+    (
+        "Mean |A| (self-distilled credit)",
+        "mean |A| per token",
+        [("train", "credit_abs_rec", "rec"), ("train", "credit_abs_user", "user")],
+    ),
+    (
+        "Credit clip fraction",
+        "share of tokens with |A| = c",
+        [("train", "credit_clip_frac_rec", "rec"), ("train", "credit_clip_frac_user", "user")],
+    ),
+    (
+        "Gradient norm (before clipping)",
+        "L2 norm",
+        [("train", "grad_norm_rec", "rec"), ("train", "grad_norm_user", "user")],
+    ),
     ("Update throughput", "tokens / s", [("train", "tokens_per_s", None)]),
     ("Time per step", "seconds", [("train", "time_rollout", "rollout"), ("train", "time_update", "update")]),
 ]
@@ -75,10 +91,13 @@ def plot_runs(runs: Sequence[Run], out: Path, x: str = "step") -> Path:
             ax.legend(fontsize=7, loc="best")
         else:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="grey")
-    for ax in list(axes.flat)[len(PANELS):]:
+    for ax in list(axes.flat)[len(PANELS) :]:
         ax.set_visible(False)
-    fig.suptitle(f"{', '.join(run.name for run in runs)}: training runs by {X_AXES[x]}"
-                 f" (faint: per step; solid: mean of the last {SMOOTH} steps)", fontsize=10)
+    fig.suptitle(
+        f"{', '.join(run.name for run in runs)}: training runs by {X_AXES[x]}"
+        f" (faint: per step; solid: mean of the last {SMOOTH} steps)",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.98))  # room for the suptitle
     path = out / f"report_by_{x}.png"
     fig.savefig(path, dpi=110)

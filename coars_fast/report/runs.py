@@ -59,8 +59,9 @@ def read_metrics(path: Path) -> dict[str, list[dict]]:
             kind, step = record["kind"], int(record["step"])
         except (ValueError, KeyError, TypeError):
             if number == len(lines):
-                warnings.warn(f"{path}: line {number} is cut short (the run was stopped while writing it); skipped",
-                              stacklevel=2)
+                warnings.warn(
+                    f"{path}: line {number} is cut short (the run was stopped while writing it); skipped", stacklevel=2
+                )
                 continue
             raise ReportError(f"{path}: line {number} is not a metrics record: {line[:80]!r}") from None
         by_kind.setdefault(kind, {})[step] = record

@@ -7,6 +7,17 @@ from coars_fast.rollout.runner import Agents, make_states, run_episodes
 from coars_fast.rollout.tree_packing import pack_trees
 
 __all__ = [
-    "Agents", "PackedBatch", "PackedStream", "PeerIndex", "Rollout", "RolloutSettings", "TurnSample", "collect",
-    "make_states", "pack", "pack_trees", "padding_report", "run_episodes",
+    "Agents",
+    "PackedBatch",
+    "PackedStream",
+    "PeerIndex",
+    "Rollout",
+    "RolloutSettings",
+    "TurnSample",
+    "collect",
+    "make_states",
+    "pack",
+    "pack_trees",
+    "padding_report",
+    "run_episodes",
 ]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Sequence
 
 from coars_fast.data.dataset import Dataset, Episode
 from coars_fast.env import EpisodeState

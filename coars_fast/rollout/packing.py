@@ -10,8 +10,8 @@ stream positions whose hidden state predicts a response token: row j of both str
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -42,10 +42,17 @@ class PackedStream:
             return list(self.sequence_lengths)
         return (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).tolist()
 
-    def to(self, device) -> "PackedStream":
+    def to(self, device) -> PackedStream:
         move = lambda t: None if t is None else t.to(device)
-        return PackedStream(move(self.input_ids), move(self.position_ids), move(self.cu_seqlens), move(self.rows),
-                            self.max_seqlen, move(self.subtree_end), self.sequence_lengths)
+        return PackedStream(
+            move(self.input_ids),
+            move(self.position_ids),
+            move(self.cu_seqlens),
+            move(self.rows),
+            self.max_seqlen,
+            move(self.subtree_end),
+            self.sequence_lengths,
+        )
 
 
 @dataclass
@@ -59,10 +66,16 @@ class PackedBatch:
     old_logprobs: torch.Tensor  # [R] behaviour log-probs
     turns: int
 
-    def to(self, device) -> "PackedBatch":
+    def to(self, device) -> PackedBatch:
         return PackedBatch(
-            self.agent, self.student.to(device), self.teacher.to(device), self.targets.to(device),
-            self.rewards.to(device), self.token_weights.to(device), self.old_logprobs.to(device), self.turns,
+            self.agent,
+            self.student.to(device),
+            self.teacher.to(device),
+            self.targets.to(device),
+            self.rewards.to(device),
+            self.token_weights.to(device),
+            self.old_logprobs.to(device),
+            self.turns,
         )
 
 
@@ -119,12 +132,14 @@ def pack(samples: Sequence[TurnSample], token_budget: int, bins=flat_bins, strea
         for members in bins(mine, token_budget):
             chosen = [mine[i] for i in members]
             responses = [s.response_ids for s in chosen]
-            batches.append(PackedBatch(
-                agent=agent,
-                student=stream([s.prompt_ids for s in chosen], responses),
-                teacher=stream([s.teacher_prompt_ids for s in chosen], responses),
-                **batch_labels(chosen, len(mine)),
-            ))
+            batches.append(
+                PackedBatch(
+                    agent=agent,
+                    student=stream([s.prompt_ids for s in chosen], responses),
+                    teacher=stream([s.teacher_prompt_ids for s in chosen], responses),
+                    **batch_labels(chosen, len(mine)),
+                )
+            )
     return batches
 
 

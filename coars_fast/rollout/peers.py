@@ -12,7 +12,7 @@ sliding windows of one person's listening look.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -29,7 +29,9 @@ class PeerIndex:
         users = _training_users(dataset.split("train"))
         self.user_ids = [user for user, _, _ in users]
         self.items = [items for _, _, items in users]
-        reps = torch.cat([sasrec.encode([seq for _, seq, _ in users[i : i + 4096]]) for i in range(0, len(users), 4096)])
+        reps = torch.cat(
+            [sasrec.encode([seq for _, seq, _ in users[i : i + 4096]]) for i in range(0, len(users), 4096)]
+        )
         self.reps = torch.nn.functional.normalize(reps, dim=1)
         self._neighbours: dict[str, tuple[list[int], list[float]]] = {}
 

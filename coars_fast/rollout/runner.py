@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from tqdm.auto import tqdm
 
@@ -20,14 +20,16 @@ PeerLookup = Callable[[EpisodeState, int], PeerEvidence | None]
 class Agents:
     """The Recommender and the User: one base model, the `rec` / `user` adapters when present."""
 
-    def __init__(self, model, tokenizer, settings: GenerationSettings = GenerationSettings()):
-        self.model, self.tokenizer, self.settings = model, tokenizer, settings
+    def __init__(self, model, tokenizer, settings: GenerationSettings | None = None):
+        self.model, self.tokenizer, self.settings = model, tokenizer, settings or GenerationSettings()
         self.has_adapters = hasattr(model, "set_adapter") and hasattr(model, "peft_config")
 
     def _adapter(self, agent: str) -> str | None:
         return agent if self.has_adapters else None
 
-    def respond(self, agent: str, chats: Sequence[list[dict]], cache: PromptCache | None = None, keys=None, choices=None):
+    def respond(
+        self, agent: str, chats: Sequence[list[dict]], cache: PromptCache | None = None, keys=None, choices=None
+    ):
         """One answer per chat; `choices` (per chat, the allowed answer heads) ground them when the
         settings say so."""
         prompts = [encode_chat(self.tokenizer, chat) for chat in chats]
@@ -85,16 +87,22 @@ def _play(agents: Agents, states: Sequence[EpisodeState], peers: PeerLookup | No
             break
         turn += 1
         bar.set_postfix(turn=turn, active=len(recs))
-        outputs = agents.respond("rec", [s.rec_prompt() for s in recs], cache, [(s.episode_id, "rec") for s in recs],
-                                 [recommendation_heads(s.titles) for s in recs])
+        outputs = agents.respond(
+            "rec",
+            [s.rec_prompt() for s in recs],
+            cache,
+            [(s.episode_id, "rec") for s in recs],
+            [recommendation_heads(s.titles) for s in recs],
+        )
         for state, output in zip(recs, outputs):
             state.give_recommendation(output)
         users = [s for s in states if s.awaiting == "user"]
         if users:
             evidence = [peers(s, s.turns[-1].item) if peers else None for s in users]
             chats = [s.user_prompt(e) for s, e in zip(users, evidence)]
-            outputs = agents.respond("user", chats, cache, [(s.episode_id, "user") for s in users],
-                                     [user_heads()] * len(users))
+            outputs = agents.respond(
+                "user", chats, cache, [(s.episode_id, "user") for s in users], [user_heads()] * len(users)
+            )
             for state, output, e in zip(users, outputs, evidence):
                 state.give_reply(output, e)
         ended = [s for s in recs if s.done]

@@ -17,8 +17,8 @@ loss sees the same rows, in the same order, as with flat packing (coars_fast/rol
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -106,8 +106,10 @@ def _bins(samples: Sequence[TurnSample], budget: int) -> list[list[int]]:
     for i in order:
         if runs and runs[-1]:
             last = runs[-1][-1]
-            add = (len(student[i]) - _common_prefix(student[last], student[i]),
-                   len(teacher[i]) - _common_prefix(teacher[last], teacher[i]))
+            add = (
+                len(student[i]) - _common_prefix(student[last], student[i]),
+                len(teacher[i]) - _common_prefix(teacher[last], teacher[i]),
+            )
             if max(used[0] + add[0], used[1] + add[1]) <= budget:
                 runs[-1].append(i)
                 used = (used[0] + add[0], used[1] + add[1])
@@ -121,5 +123,6 @@ def _bins(samples: Sequence[TurnSample], budget: int) -> list[list[int]]:
 
 def pack_trees(samples: Sequence[TurnSample], token_budget: int) -> list[PackedBatch]:
     """Like `pack`, with each stream a token tree of at most `token_budget` unique tokens."""
-    return pack(samples, token_budget, bins=lambda mine, budget: [sorted(b) for b in _bins(mine, budget)],
-                stream=tree_stream)
+    return pack(
+        samples, token_budget, bins=lambda mine, budget: [sorted(b) for b in _bins(mine, budget)], stream=tree_stream
+    )

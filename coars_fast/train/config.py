@@ -8,7 +8,7 @@ import difflib
 import math
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -64,8 +64,12 @@ class LossConfig:
     ppo_clip: float | None = None  # PPO ratio clip against the behaviour log-probs (off: REINFORCE)
 
     def __post_init__(self):
-        _check(self, distill_coef=(lambda v: v >= 0, ">= 0"), credit_clip=(lambda v: v > 0, "> 0"),
-               ppo_clip=(lambda v: v > 0, "> 0 (or null: off)"))
+        _check(
+            self,
+            distill_coef=(lambda v: v >= 0, ">= 0"),
+            credit_clip=(lambda v: v > 0, "> 0"),
+            ppo_clip=(lambda v: v > 0, "> 0 (or null: off)"),
+        )
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,13 @@ class OptimConfig:
     warmup_steps: int = 0
 
     def __post_init__(self):
-        _check(self, lr=(lambda v: v > 0, "a finite number > 0"), weight_decay=(lambda v: v >= 0, ">= 0"),
-               grad_clip=(lambda v: v >= 0, ">= 0 (0: no clipping)"), warmup_steps=(lambda v: v >= 0, ">= 0"))
+        _check(
+            self,
+            lr=(lambda v: v > 0, "a finite number > 0"),
+            weight_decay=(lambda v: v >= 0, ">= 0"),
+            grad_clip=(lambda v: v >= 0, ">= 0 (0: no clipping)"),
+            warmup_steps=(lambda v: v >= 0, ">= 0"),
+        )
 
 
 PACKINGS = ("auto", "tree", "flat")
@@ -96,8 +105,13 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        _check(self, steps=(lambda v: v >= 1, ">= 1"), minutes=(lambda v: v > 0, "> 0 (or null: no time limit)"),
-               users_per_step=(lambda v: v >= 1, ">= 1"), token_budget=(lambda v: v >= 1, ">= 1"))
+        _check(
+            self,
+            steps=(lambda v: v >= 1, ">= 1"),
+            minutes=(lambda v: v > 0, "> 0 (or null: no time limit)"),
+            users_per_step=(lambda v: v >= 1, ">= 1"),
+            token_budget=(lambda v: v >= 1, ">= 1"),
+        )
         if self.packing not in PACKINGS:
             raise ValueError(f"packing must be one of {', '.join(PACKINGS)}, got {self.packing!r}")
 
@@ -113,6 +127,9 @@ class EvalConfig:
     every: int = 0
     curve_users: int = 100
     curve_f1_users: int = 20
+    # the step-0 point is the untrained model's, the same for every arm of a comparison on the same
+    # data and seed (LoRA starts at zero); false skips it when another run already measured it
+    curve_start: bool = True
 
     def __post_init__(self):
         if min(self.num_users, self.curve_users) < 1 or min(self.f1_users, self.curve_f1_users, self.every) < 0:
@@ -194,11 +211,16 @@ def _build(cls, data: dict, prefix: str = ""):
         if key not in known:
             hint = difflib.get_close_matches(key, known, n=1)
             raise ConfigError(
-                f"unknown config key {prefix + key!r}" + (f"; did you mean {prefix + hint[0]!r}?" if hint else "")
+                f"unknown config key {prefix + key!r}"
+                + (f"; did you mean {prefix + hint[0]!r}?" if hint else "")
                 + f" (known in this section: {', '.join(known)})"
             )
         kind = known[key]
-        values[key] = _build(kind, value, f"{prefix}{key}.") if dataclasses.is_dataclass(kind) else _coerce(value, kind, prefix + key)
+        values[key] = (
+            _build(kind, value, f"{prefix}{key}.")
+            if dataclasses.is_dataclass(kind)
+            else _coerce(value, kind, prefix + key)
+        )
     defaults = cls()
     merged = {name: values.get(name, getattr(defaults, name)) for name in known}
     try:
@@ -212,8 +234,11 @@ def _build(cls, data: dict, prefix: str = ""):
 
 def to_dict(config) -> dict:
     return {
-        f.name: to_dict(getattr(config, f.name)) if dataclasses.is_dataclass(getattr(config, f.name))
-        else list(getattr(config, f.name)) if isinstance(getattr(config, f.name), tuple) else getattr(config, f.name)
+        f.name: to_dict(getattr(config, f.name))
+        if dataclasses.is_dataclass(getattr(config, f.name))
+        else list(getattr(config, f.name))
+        if isinstance(getattr(config, f.name), tuple)
+        else getattr(config, f.name)
         for f in dataclasses.fields(config)
     }
 
@@ -245,8 +270,9 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         except yaml.YAMLError as err:
             raise ConfigError(f"{file}: not valid YAML ({' '.join(str(err).split())})") from None
         if not isinstance(tree, dict):
-            raise ConfigError(f"{file}: a config is a YAML mapping of sections (model:, train:, ...), got a "
-                              f"{type(tree).__name__}")
+            raise ConfigError(
+                f"{file}: a config is a YAML mapping of sections (model:, train:, ...), got a {type(tree).__name__}"
+            )
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():

@@ -20,7 +20,9 @@ class Logbook:
     """`keep_bytes`: on resume, metrics.jsonl is cut back to its size at the checkpoint (the steps after
     it are replayed and logged again); TensorBoard events from `purge_step` on are dropped likewise."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, keep_bytes: int | None = 0, purge_step: int | None = None):
+    def __init__(
+        self, run_dir: Path, tensorboard: bool = True, keep_bytes: int | None = 0, purge_step: int | None = None
+    ):
         self.path = run_dir / "metrics.jsonl"
         if keep_bytes is not None and self.path.exists() and self.path.stat().st_size > keep_bytes:
             os.truncate(self.path, keep_bytes)
@@ -28,7 +30,9 @@ class Logbook:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step if keep_bytes else None)
+            self.writer = SummaryWriter(
+                log_dir=str(run_dir / "tensorboard"), purge_step=purge_step if keep_bytes else None
+            )
 
     def size(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0

@@ -33,8 +33,10 @@ class RunFolder:
         if resume and not holds_run:
             raise ConfigError(f"--resume {self.path}: no run there (no config.yaml, metrics or checkpoints)")
         if holds_run and not resume and not overwrite:
-            raise ConfigError(f"{self.path} holds an earlier run: pass --resume {self.path} to continue it, "
-                              "--overwrite to start again there, or another --out")
+            raise ConfigError(
+                f"{self.path} holds an earlier run: pass --resume {self.path} to continue it, "
+                "--overwrite to start again there, or another --out"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -42,8 +44,9 @@ class RunFolder:
         except BlockingIOError:
             holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(self._fd)
-            raise ConfigError(f"{self.path} is in use by another run (pid {holder}); wait for it to end or "
-                              "choose another --out") from None
+            raise ConfigError(
+                f"{self.path} is in use by another run (pid {holder}); wait for it to end or choose another --out"
+            ) from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
         if overwrite and holds_run:

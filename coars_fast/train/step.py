@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -31,8 +31,12 @@ def response_hidden(decoder, stream: PackedStream) -> torch.Tensor:
     else:
         attention = packed_attention(decoder, stream.cu_seqlens, stream.max_seqlen)
     with attention as attention_kwargs:
-        out = decoder(input_ids=stream.input_ids[None], position_ids=stream.position_ids[None], use_cache=False,
-                      **attention_kwargs)
+        out = decoder(
+            input_ids=stream.input_ids[None],
+            position_ids=stream.position_ids[None],
+            use_cache=False,
+            **attention_kwargs,
+        )
     return out.last_hidden_state[0, stream.rows]
 
 
@@ -52,9 +56,17 @@ def accumulate_gradients(
         between = time.perf_counter()
         student = response_hidden(decoder, batch.student)
         loss, stats = coars_loss(
-            student, teacher, head, batch.targets, batch.rewards, batch.token_weights,
-            distill_coef=loss_cfg.distill_coef, credit_clip=loss_cfg.credit_clip, temperature=temperature,
-            old_logprobs=batch.old_logprobs if loss_cfg.ppo_clip is not None else None, ppo_clip=loss_cfg.ppo_clip,
+            student,
+            teacher,
+            head,
+            batch.targets,
+            batch.rewards,
+            batch.token_weights,
+            distill_coef=loss_cfg.distill_coef,
+            credit_clip=loss_cfg.credit_clip,
+            temperature=temperature,
+            old_logprobs=batch.old_logprobs if loss_cfg.ppo_clip is not None else None,
+            ppo_clip=loss_cfg.ppo_clip,
         )
         loss.backward()
         totals["time_teacher"] += between - started
@@ -88,8 +100,11 @@ def clip_and_step(groups: dict[str, list[torch.nn.Parameter]], optimizer, schedu
     """Clip each adapter's gradient norm on its own (so training one agent or both does not change how
     the other is clipped), step, zero. Returns the pre-clip norm per agent, or None (and no step) when
     any gradient or norm is not finite."""
-    norms = {agent: torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf).item()
-             for agent, params in groups.items() if params}
+    norms = {
+        agent: torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf).item()
+        for agent, params in groups.items()
+        if params
+    }
     params = [p for group in groups.values() for p in group]
     if not all(math.isfinite(n) for n in norms.values()) or not finite_gradients(params):
         optimizer.zero_grad(set_to_none=True)

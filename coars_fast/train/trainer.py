@@ -1,12 +1,12 @@
 """The CoARS training loop: sample users, play episodes, pack, one fused-loss step over both agents.
 
-    for each step:
-        episodes <- a seeded sample of training users, G sampled episodes each
-        rewards  <- Eq. 7 / 8 per turn; teacher prompts <- the same prompts plus hindsight
-        batches  <- every agent turn packed without padding: token trees that compute each shared
-                    prompt prefix once (CPU default), or one flat sequence per turn
-        loss     <- coars_loss on teacher/student hidden states of the response rows, per agent
-        one optimizer step over the `rec` and `user` adapters; checkpoint; log
+for each step:
+    episodes <- a seeded sample of training users, G sampled episodes each
+    rewards  <- Eq. 7 / 8 per turn; teacher prompts <- the same prompts plus hindsight
+    batches  <- every agent turn packed without padding: token trees that compute each shared
+                prompt prefix once (CPU default), or one flat sequence per turn
+    loss     <- coars_loss on teacher/student hidden states of the response rows, per agent
+    one optimizer step over the `rec` and `user` adapters; checkpoint; log
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from coars_fast.kernels import active_backend
 from coars_fast.models import add_agent_adapters, load_agent_adapters, load_model
 from coars_fast.models.packed_attention import flex_attention_available
 from coars_fast.rollout import Agents, PeerIndex, collect, pack, pack_trees, padding_report
+from coars_fast.train import faults
 from coars_fast.train.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from coars_fast.train.config import Config, to_dict
-from coars_fast.train import faults
 from coars_fast.train.logbook import Logbook
 from coars_fast.train.run_folder import RunFolder
 from coars_fast.train.step import accumulate_gradients, adapter_parameters, clip_and_step
@@ -59,15 +59,23 @@ def packer(packing: str, device: torch.device):
     if packing == "auto":
         packing = "flat" if device.type == "cuda" else "tree"
     if packing == "tree" and device.type == "cuda" and not flex_attention_available(device):
-        raise ConfigError("train.packing=tree on CUDA needs torch's flex attention, which this torch lacks; "
-                          "use train.packing=flat")
+        raise ConfigError(
+            "train.packing=tree on CUDA needs torch's flex attention, which this torch lacks; use train.packing=flat"
+        )
     log.info("packing: %s", packing)
     return pack_trees if packing == "tree" else pack
 
 
 class Trainer:
-    def __init__(self, config: Config, run_dir: Path, resume: bool = False, progress: bool = True,
-                 overwrite: bool = False, retrain_sasrec: bool = False):
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        resume: bool = False,
+        progress: bool = True,
+        overwrite: bool = False,
+        retrain_sasrec: bool = False,
+    ):
         self.config, self.run_dir, self.progress, self.retrain_sasrec = config, run_dir, progress, retrain_sasrec
         self.folder = RunFolder(run_dir, resume, overwrite)  # checked and locked before any expensive work
         try:
@@ -82,8 +90,10 @@ class Trainer:
         self.dataset = load_dataset(data.dataset, data.data_dir, synthetic_settings=data.synthetic)
         train = len(self.dataset.split("train"))
         if config.train.users_per_step > train:
-            raise ConfigError(f"config key 'train.users_per_step' is {config.train.users_per_step}, but the "
-                              f"{self.dataset.name} train split has {train} episodes")
+            raise ConfigError(
+                f"config key 'train.users_per_step' is {config.train.users_per_step}, but the "
+                f"{self.dataset.name} train split has {train} episodes"
+            )
         self.sasrec = sasrec.load_or_train(self.dataset, progress=self.progress, retrain=self.retrain_sasrec)
         self.peers = PeerIndex(self.sasrec, self.dataset) if config.train.peers else None
         self.candidates = CandidateBuilder(self.dataset, data.candidates, data.num_candidates, data.seed, self.sasrec)
@@ -121,16 +131,25 @@ class Trainer:
     def _play(self, users: int, f1_users: int, folder: Path) -> tuple[dict, dict]:
         cfg = self.config
         settings = EvalSettings(
-            split="val", num_users=users, f1_users=f1_users, max_turns=cfg.rollout.max_turns,
-            candidates=cfg.data.candidates, num_candidates=cfg.data.num_candidates, seed=cfg.data.seed,
+            split="val",
+            num_users=users,
+            f1_users=f1_users,
+            max_turns=cfg.rollout.max_turns,
+            candidates=cfg.data.candidates,
+            num_candidates=cfg.data.num_candidates,
+            seed=cfg.data.seed,
         )
         self.model.eval()
         result = evaluate(self.greedy, self.dataset, settings, self.sasrec, self.peers, self.progress)
         write_result(result, folder)
         agents = result["agents"]
         summary = {
-            "hit_at_1": agents["hit_at_1"], "hit_ci_low": agents["ci95"][0], "hit_ci_high": agents["ci95"][1],
-            "valid_ratio": agents["valid_ratio"], "mean_turns": agents["mean_turns"], "episodes": agents["episodes"],
+            "hit_at_1": agents["hit_at_1"],
+            "hit_ci_low": agents["ci95"][0],
+            "hit_ci_high": agents["ci95"][1],
+            "valid_ratio": agents["valid_ratio"],
+            "mean_turns": agents["mean_turns"],
+            "episodes": agents["episodes"],
             "seconds": result["seconds"]["total"],
             **({f"user_{k}": result["user_f1"][k] for k in ("precision", "recall", "f1")} if result["user_f1"] else {}),
         }
@@ -138,19 +157,32 @@ class Trainer:
 
     def evaluate(self, label: str) -> dict:
         """The full evaluation before or after training: eval-<label>/, an "eval" record."""
-        result, summary = self._play(self.config.eval.num_users, self.config.eval.f1_users, self.run_dir / f"eval-{label}")
-        self.evals[label] = {**summary, "step": self.step,
-                             "baselines": {m: b["hit_at_1"] for m, b in result["baselines"].items()}}
+        result, summary = self._play(
+            self.config.eval.num_users, self.config.eval.f1_users, self.run_dir / f"eval-{label}"
+        )
+        self.evals[label] = {
+            **summary,
+            "step": self.step,
+            "baselines": {m: b["hit_at_1"] for m, b in result["baselines"].items()},
+        }
         self.logbook.log("eval", self.step, {"label": label, **summary})
         return result
 
     def validate(self) -> dict:
         """A point of the learning curve: the fixed validation subset, a "val" record."""
         cfg = self.config.eval
-        _, summary = self._play(cfg.curve_users, cfg.curve_f1_users, self.run_dir / "validation" / f"step-{self.step:06d}")
+        _, summary = self._play(
+            cfg.curve_users, cfg.curve_f1_users, self.run_dir / "validation" / f"step-{self.step:06d}"
+        )
         self.logbook.log("val", self.step, summary)
-        log.info("validation at step %d: Hit@1 %.3f [%.3f, %.3f], ValidRatio %.3f", self.step, summary["hit_at_1"],
-                 summary["hit_ci_low"], summary["hit_ci_high"], summary["valid_ratio"])
+        log.info(
+            "validation at step %d: Hit@1 %.3f [%.3f, %.3f], ValidRatio %.3f",
+            self.step,
+            summary["hit_at_1"],
+            summary["hit_ci_low"],
+            summary["hit_ci_high"],
+            summary["valid_ratio"],
+        )
         return summary
 
     # -- one step -----------------------------------------------------------------------------------
@@ -162,27 +194,49 @@ class Trainer:
         started = time.perf_counter()
         self.model.eval()  # generation: no dropout
         try:
-            rollout = collect(self.sampler, self.dataset, episodes, self.candidates.build(episodes), cfg.rollout,
-                              cfg.reward, self.peers)
+            rollout = collect(
+                self.sampler,
+                self.dataset,
+                episodes,
+                self.candidates.build(episodes),
+                cfg.rollout,
+                cfg.reward,
+                self.peers,
+            )
         except RuntimeError as err:  # torch.multinomial on a diverged model's logits
             if "inf" not in str(err) or "nan" not in str(err):
                 raise
-            log.warning("step %d: non-finite logits while sampling rollouts (%s)", self.step + 1, str(err).splitlines()[0])
-            return {"skipped": True, "skip_reason": "non-finite logits in rollout sampling",
-                    "time_rollout": time.perf_counter() - started, "time_step": time.perf_counter() - started}
+            log.warning(
+                "step %d: non-finite logits while sampling rollouts (%s)", self.step + 1, str(err).splitlines()[0]
+            )
+            return {
+                "skipped": True,
+                "skip_reason": "non-finite logits in rollout sampling",
+                "time_rollout": time.perf_counter() - started,
+                "time_step": time.perf_counter() - started,
+            }
         rolled = time.perf_counter()
         faults.point("rollout")
         batches = self.pack(rollout.samples, cfg.train.token_budget)
         self.model.train()
-        stats = accumulate_gradients(self.model, batches, cfg.loss, cfg.generation.temperature, self.device) if batches else {}
+        stats = (
+            accumulate_gradients(self.model, batches, cfg.loss, cfg.generation.temperature, self.device)
+            if batches
+            else {}
+        )
         faults.point("update")
         norms = clip_and_step(self.param_groups, self.optimizer, self.scheduler, cfg.optim.grad_clip) if batches else {}
         elapsed = time.perf_counter() - started
         metrics = {
-            **rollout.stats, **stats, **padding_report(batches, cfg.train.token_budget),
-            "samples": len(rollout.samples), "skipped": norms is None,
+            **rollout.stats,
+            **stats,
+            **padding_report(batches, cfg.train.token_budget),
+            "samples": len(rollout.samples),
+            "skipped": norms is None,
             **{f"grad_norm_{agent}": n for agent, n in (norms or {}).items()},
-            "lr": self.scheduler.get_last_lr()[0], "time_rollout": rolled - started, "time_step": elapsed,
+            "lr": self.scheduler.get_last_lr()[0],
+            "time_rollout": rolled - started,
+            "time_step": elapsed,
             "tokens_per_s": stats.get("tokens", 0) / max(1e-9, elapsed - (rolled - started)),
         }
         return metrics
@@ -199,7 +253,7 @@ class Trainer:
         cfg = self.config
         if cfg.eval.initial and "initial" not in self.evals:
             self.evaluate("initial")
-        if cfg.eval.every and self.step == 0:
+        if cfg.eval.every and cfg.eval.curve_start and self.step == 0:
             self.validate()
         budget = cfg.train.minutes * 60 if cfg.train.minutes is not None else float("inf")
         bad = 0
@@ -213,15 +267,24 @@ class Trainer:
             self.logbook.log("train", self.step, metrics)
             bar.update(self._progress() - bar.n)
             # an agent with no turn left after the exclusion rule has no reward this step
-            bar.set_postfix(step=self.step, hit=f"{metrics.get('train_hit_at_1', float('nan')):.2f}",
-                            **{f"r_{a}": f"{metrics[f'reward_{a}']:.2f}" for a in ("rec", "user") if f"reward_{a}" in metrics})
+            bar.set_postfix(
+                step=self.step,
+                hit=f"{metrics.get('train_hit_at_1', float('nan')):.2f}",
+                **{f"r_{a}": f"{metrics[f'reward_{a}']:.2f}" for a in ("rec", "user") if f"reward_{a}" in metrics},
+            )
             if metrics["skipped"]:
                 bad += 1
-                log.warning("step %d skipped: %s (%d in a row)", self.step,
-                            metrics.get("skip_reason", "non-finite loss or gradients"), bad)
+                log.warning(
+                    "step %d skipped: %s (%d in a row)",
+                    self.step,
+                    metrics.get("skip_reason", "non-finite loss or gradients"),
+                    bad,
+                )
                 if bad >= MAX_BAD_STEPS:
-                    raise TrainingError(f"stopping at step {self.step}: {bad} steps in a row had non-finite loss, "
-                                        "gradients or rollout logits (try a lower optim.lr or loss.ppo_clip)")
+                    raise TrainingError(
+                        f"stopping at step {self.step}: {bad} steps in a row had non-finite loss, "
+                        "gradients or rollout logits (try a lower optim.lr or loss.ppo_clip)"
+                    )
                 continue
             bad = 0
             if cfg.eval.every and self.step % cfg.eval.every == 0:
@@ -252,15 +315,28 @@ class Trainer:
     def _progress_bar(self) -> tqdm:
         train = self.config.train
         if train.minutes is None:
-            return tqdm(total=train.steps, initial=self._progress(), desc="train", unit="step", disable=not self.progress)
-        return tqdm(total=train.minutes, initial=self._progress(), desc="train", unit="min",
-                    bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}<{remaining}{postfix}]",
-                    disable=not self.progress)
+            return tqdm(
+                total=train.steps, initial=self._progress(), desc="train", unit="step", disable=not self.progress
+            )
+        return tqdm(
+            total=train.minutes,
+            initial=self._progress(),
+            desc="train",
+            unit="min",
+            bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} min [{elapsed}<{remaining}{postfix}]",
+            disable=not self.progress,
+        )
 
     def _checkpoint(self) -> None:
-        save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self.scheduler,
-                        {"evals": self.evals, "train_seconds": self.train_seconds, "metrics_bytes": self.logbook.size()},
-                        keep=self.config.checkpoint.keep)
+        save_checkpoint(
+            self.run_dir,
+            self.step,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            {"evals": self.evals, "train_seconds": self.train_seconds, "metrics_bytes": self.logbook.size()},
+            keep=self.config.checkpoint.keep,
+        )
 
 
 def format_summary(summary: dict) -> str:

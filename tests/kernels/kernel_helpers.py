@@ -1,6 +1,7 @@
 """Shared helpers of the kernel tests: which backends to test, random inputs, error reports, and
 the `gen` and `backend` fixtures (imported by the test modules that use them: a conftest.py here
 would shadow tests/conftest.py, which other tests import by module name)."""
+
 import importlib.util
 import os
 
@@ -53,6 +54,7 @@ def assert_close(got, want, rel_tol, what):
 def random_problem(gen, n, d, vocab, *, dtype=torch.float32, device="cpu", ignored_every=7):
     """Student/teacher hidden states, an LM head giving logits of spread ~3, targets with every
     `ignored_every`-th row ignored, and per-row rewards / token weights; all drawn from `gen`."""
+
     def randn(*shape, scale=1.0):
         return (torch.randn(*shape, generator=gen, dtype=torch.float64) * scale).to(dtype).to(device)
 

@@ -1,4 +1,5 @@
 """Backend dispatch: the default per device, COARS_FAST_BACKEND, the loud fallback, a cheap import."""
+
 import os
 import subprocess
 import sys
@@ -6,11 +7,11 @@ import warnings
 
 import pytest
 import torch
+from kernel_helpers import BACKEND_ENV, cpu_extension_built, interpreting
 
 import coars_fast.kernels.backend_cpu as backend_cpu
 import coars_fast.kernels.backends as backends
 from coars_fast.kernels import active_backend, token_logprobs
-from kernel_helpers import BACKEND_ENV, cpu_extension_built, interpreting
 
 pytestmark = pytest.mark.skipif(interpreting(), reason="dispatch is tested in the normal run")
 

@@ -1,5 +1,6 @@
 """The C++ library builds with CMake against the installed torch and its ctest passes, and the
 benchmarks run in smoke mode (tiny shapes, correctness only): both as CI runs them."""
+
 import os
 import shutil
 import subprocess
@@ -8,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from kernel_helpers import interpreting
 
 ROOT = Path(__file__).parents[2]
@@ -33,6 +33,7 @@ def test_cmake_build_and_ctest(tmp_path):
 
 def test_bench_smoke():
     env = {k: v for k, v in os.environ.items() if k != "COARS_FAST_BACKEND"}
-    out = _run([sys.executable, "-m", "pytest", "bench", "--bench-smoke", "-q", "-p", "no:cacheprovider"],
-               cwd=ROOT, env=env)
+    out = _run(
+        [sys.executable, "-m", "pytest", "bench", "--bench-smoke", "-q", "-p", "no:cacheprovider"], cwd=ROOT, env=env
+    )
     assert " passed" in out and " failed" not in out

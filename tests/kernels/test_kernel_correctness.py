@@ -3,12 +3,12 @@ fp32 and bf16, odd vocabularies, ignored rows, temperature != 1, entropy, the PP
 
 Also run by test_kernel_triton_interpreter.py with TRITON_INTERPRET=1, where the backend is Triton.
 """
+
 import pytest
 import torch
+from kernel_helpers import IGNORE, as_float64, assert_close, backend, device_for, errors, gen, random_problem  # noqa: F401 (pytest fixtures)
 
 from coars_fast.kernels import coars_loss, reference, teacher_student_logprobs, token_logprobs
-from kernel_helpers import IGNORE, as_float64, assert_close, device_for, errors, random_problem
-from kernel_helpers import backend, gen  # noqa: F401 (pytest fixtures)
 
 FP32_TOL = 1e-5
 # (N, D, V, temperature): V is never a multiple of a tile (C++ 256, Triton 64 interpreted, 128/256 on
@@ -36,8 +36,9 @@ def test_token_logprobs_fp32(backend, gen, shape, frozen_head, with_entropy):
     grad_entropy = torch.randn(n, generator=gen).to(hidden.device)
 
     ours = token_logprobs(hidden, weight, p["targets"], temperature=temperature, return_entropy=with_entropy)
-    want = reference.token_logprobs(ref_hidden, ref_weight, p["targets"], temperature=temperature,
-                                    return_entropy=with_entropy)
+    want = reference.token_logprobs(
+        ref_hidden, ref_weight, p["targets"], temperature=temperature, return_entropy=with_entropy
+    )
     if with_entropy:
         (logp, entropy), (ref_logp, ref_entropy) = ours, want
         assert_close(entropy, ref_entropy, FP32_TOL, "entropy")
@@ -81,8 +82,11 @@ def test_half_precision_no_worse_than_naive(backend, gen, frozen_head, dtype):
         logp = logits.float().log_softmax(-1).gather(1, targets.clamp(min=0)[:, None]).squeeze(1)
         return logp.masked_fill(targets == IGNORE, 0)
 
-    exact = run(lambda h, w: reference.token_logprobs(h, w, targets, temperature=temperature),
-                p["hidden"].double(), p["weight"].double())
+    exact = run(
+        lambda h, w: reference.token_logprobs(h, w, targets, temperature=temperature),
+        p["hidden"].double(),
+        p["weight"].double(),
+    )
     ours = run(lambda h, w: token_logprobs(h, w, targets, temperature=temperature), p["hidden"], p["weight"])
     baseline = run(naive, p["hidden"], p["weight"])
     for name, got, base, want in zip(["logp", "d hidden", "d weight"], ours, baseline, exact):
@@ -101,8 +105,9 @@ def test_teacher_student_logprobs(backend, gen):
     ref_hidden, ref_weight = ref["hidden"].requires_grad_(), ref["weight"].requires_grad_()
 
     logp_s, logp_t = teacher_student_logprobs(hidden, teacher, weight, p["targets"], temperature=temperature)
-    ref_s, ref_t = reference.teacher_student_logprobs(ref_hidden, ref["teacher_hidden"], ref_weight, p["targets"],
-                                                      temperature=temperature)
+    ref_s, ref_t = reference.teacher_student_logprobs(
+        ref_hidden, ref["teacher_hidden"], ref_weight, p["targets"], temperature=temperature
+    )
     assert_close(logp_s, ref_s, FP32_TOL, "logp student")
     assert_close(logp_t, ref_t, FP32_TOL, "logp teacher")
     assert not logp_t.requires_grad
@@ -130,11 +135,20 @@ def test_coars_loss(backend, gen, ppo, frozen_head):
     ref_hidden, ref_weight = ref["hidden"].requires_grad_(), ref["weight"].requires_grad_(not frozen_head)
     kwargs = dict(distill_coef=0.3, credit_clip=0.5, temperature=temperature, return_entropy=True)
 
-    loss, stats = coars_loss(hidden, p["teacher_hidden"], weight, p["targets"], p["rewards"], p["token_weights"],
-                             **kwargs, **extra)
+    loss, stats = coars_loss(
+        hidden, p["teacher_hidden"], weight, p["targets"], p["rewards"], p["token_weights"], **kwargs, **extra
+    )
     ref_extra = {k: v.double() if torch.is_tensor(v) else v for k, v in extra.items()}
-    ref_loss, ref_stats = reference.coars_loss(ref_hidden, ref["teacher_hidden"], ref_weight, p["targets"],
-                                               ref["rewards"], ref["token_weights"], **kwargs, **ref_extra)
+    ref_loss, ref_stats = reference.coars_loss(
+        ref_hidden,
+        ref["teacher_hidden"],
+        ref_weight,
+        p["targets"],
+        ref["rewards"],
+        ref["token_weights"],
+        **kwargs,
+        **ref_extra,
+    )
     # The loss is a signed sum whose terms can cancel: its error is judged against the size of the
     # terms (sum of |w * (r + lambda A)|), not against a total that may be near zero.
     kept = (p["targets"] != IGNORE).to(ref["rewards"].device)
@@ -185,8 +199,9 @@ def test_all_rows_ignored(backend, gen):
     p = random_problem(gen, n, d, vocab, device=device_for(backend))
     targets = torch.full_like(p["targets"], IGNORE)
     hidden, weight = p["hidden"].requires_grad_(), p["weight"].requires_grad_()
-    loss, stats = coars_loss(hidden, p["teacher_hidden"], weight, targets, p["rewards"], p["token_weights"],
-                             return_entropy=True)
+    loss, stats = coars_loss(
+        hidden, p["teacher_hidden"], weight, targets, p["rewards"], p["token_weights"], return_entropy=True
+    )
     assert loss.item() == 0.0
     assert all(bool((v == 0).all()) for v in stats.values())
     loss.backward()
@@ -200,8 +215,9 @@ def test_deterministic(backend, gen):
     runs = []
     for _ in range(2):
         hidden, weight = p["hidden"].clone().requires_grad_(), p["weight"].clone().requires_grad_()
-        loss, stats = coars_loss(hidden, p["teacher_hidden"], weight, p["targets"], p["rewards"],
-                                 p["token_weights"], temperature=temperature)
+        loss, stats = coars_loss(
+            hidden, p["teacher_hidden"], weight, p["targets"], p["rewards"], p["token_weights"], temperature=temperature
+        )
         loss.backward()
         runs.append([loss, stats["logp_student"], hidden.grad, weight.grad])
     for first, second in zip(*runs):

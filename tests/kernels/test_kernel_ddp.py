@@ -1,16 +1,17 @@
 """Under DDP (2 processes, gloo) the fused loss must produce exactly the gradients of the
 materialised path: its gradients flow through autograd into the parameters, so DDP's hooks see and
 all-reduce them (a fused loss that wrote .grad itself would silently train each rank apart)."""
+
 import os
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from kernel_helpers import BACKEND_ENV, IGNORE, backends_under_test, interpreting
 from torch.nn.parallel import DistributedDataParallel
 
 from coars_fast.kernels import coars_loss
-from kernel_helpers import BACKEND_ENV, IGNORE, backends_under_test, interpreting
 
 pytestmark = pytest.mark.skipif(interpreting() or not dist.is_gloo_available(), reason="needs gloo, normal run")
 
@@ -37,8 +38,13 @@ def _batch(rank):
     gen = torch.Generator().manual_seed(1000 + rank)
     targets = torch.randint(0, V, (ROWS_PER_RANK,), generator=gen)
     targets[::5] = IGNORE
-    return (torch.randn(ROWS_PER_RANK, D_IN, generator=gen), torch.randn(ROWS_PER_RANK, D_IN, generator=gen),
-            targets, torch.randn(ROWS_PER_RANK, generator=gen), torch.rand(ROWS_PER_RANK, generator=gen))
+    return (
+        torch.randn(ROWS_PER_RANK, D_IN, generator=gen),
+        torch.randn(ROWS_PER_RANK, D_IN, generator=gen),
+        targets,
+        torch.randn(ROWS_PER_RANK, generator=gen),
+        torch.rand(ROWS_PER_RANK, generator=gen),
+    )
 
 
 def _gradients(model):

@@ -1,11 +1,11 @@
 """float64 torch.autograd.gradcheck of the fused ops on the CPU backends (C++ and torch), through
 both backward strategies: the Jacobian stored in forward (frozen head) and the streaming one."""
+
 import pytest
 import torch
+from kernel_helpers import IGNORE, backend, gen, random_problem  # noqa: F401 (pytest fixtures)
 
 from coars_fast.kernels import coars_loss, teacher_student_logprobs, token_logprobs
-from kernel_helpers import IGNORE, random_problem
-from kernel_helpers import backend, gen  # noqa: F401 (pytest fixtures)
 
 N, D, V = 6, 5, 13
 
@@ -57,7 +57,16 @@ def test_coars_loss_gradcheck(problem, gen, ppo):
     # distill_coef=0: the credit A is a stop-gradient by design, so finite differences through it
     # would not match; its effect on the gradient is checked in test_kernel_objective.py.
     def loss(h, w):
-        return coars_loss(h, p["teacher_hidden"], w, p["targets"], p["rewards"], p["token_weights"],
-                          distill_coef=0.0, temperature=0.9, **extra)[0]
+        return coars_loss(
+            h,
+            p["teacher_hidden"],
+            w,
+            p["targets"],
+            p["rewards"],
+            p["token_weights"],
+            distill_coef=0.0,
+            temperature=0.9,
+            **extra,
+        )[0]
 
     assert torch.autograd.gradcheck(loss, (hidden, weight))

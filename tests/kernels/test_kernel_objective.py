@@ -1,9 +1,10 @@
 """The CoARS objective on log-probs (kernels/objective.py), against hand-derived gradients: the
 fused op and the reference share it, so it is checked on its own here."""
+
 import torch
+from kernel_helpers import gen  # noqa: F401 (pytest fixture)
 
 from coars_fast.kernels.objective import coars_objective
-from kernel_helpers import gen  # noqa: F401 (pytest fixture)
 
 
 def _setup(gen, n=9):
@@ -31,8 +32,9 @@ def test_reinforce_gradient_is_minus_weighted_advantage(gen):
 def test_ppo_clip_zeroes_gradient_outside_the_trust_region(gen):
     logp_s, logp_t, rewards, weights, valid = _setup(gen)
     old = logp_s.detach() + torch.tensor([0.5, -0.5, 0.0, 0.01, -0.01, 0.3, -0.3, 0.0, 0.1], dtype=torch.float64)
-    loss, _ = coars_objective(logp_s, logp_t, rewards, weights, valid, distill_coef=0.1, credit_clip=1.0,
-                              old_logprobs=old, ppo_clip=0.2)
+    loss, _ = coars_objective(
+        logp_s, logp_t, rewards, weights, valid, distill_coef=0.1, credit_clip=1.0, old_logprobs=old, ppo_clip=0.2
+    )
     loss.backward()
     ratio = torch.exp(logp_s.detach() - old)
     advantage = rewards + 0.1 * (logp_t - logp_s.detach()).clamp(-1, 1)

@@ -1,4 +1,5 @@
 """Bad input raises ValueError naming the argument, before any kernel runs, for every op."""
+
 import pytest
 import torch
 
@@ -9,8 +10,12 @@ N, D, V = 5, 4, 11
 
 def _good():
     return dict(
-        hidden=torch.randn(N, D), teacher_hidden=torch.randn(N, D), weight=torch.randn(V, D),
-        targets=torch.tensor([0, 3, -100, 10, 7]), rewards=torch.randn(N), token_weights=torch.rand(N) + 0.1,
+        hidden=torch.randn(N, D),
+        teacher_hidden=torch.randn(N, D),
+        weight=torch.randn(V, D),
+        targets=torch.tensor([0, 3, -100, 10, 7]),
+        rewards=torch.randn(N),
+        token_weights=torch.rand(N) + 0.1,
     )
 
 
@@ -53,8 +58,9 @@ def _call(op, inputs, **kwargs):
         return token_logprobs(i["hidden"], i["weight"], i["targets"], **kwargs)
     if op == "teacher_student_logprobs":
         return teacher_student_logprobs(i["hidden"], i["teacher_hidden"], i["weight"], i["targets"], **kwargs)
-    return coars_loss(i["hidden"], i["teacher_hidden"], i["weight"], i["targets"], i["rewards"],
-                      i["token_weights"], **kwargs)
+    return coars_loss(
+        i["hidden"], i["teacher_hidden"], i["weight"], i["targets"], i["rewards"], i["token_weights"], **kwargs
+    )
 
 
 OPS = ["token_logprobs", "teacher_student_logprobs", "coars_loss"]
@@ -93,15 +99,18 @@ def test_bad_loss_inputs(name, inputs):
         _call("coars_loss", inputs)
 
 
-@pytest.mark.parametrize("name,kwargs", [
-    ("distill_coef", dict(distill_coef=float("inf"))),
-    ("credit_clip", dict(credit_clip=0.0)),
-    ("credit_clip", dict(credit_clip=float("nan"))),
-    ("old_logprobs", dict(ppo_clip=0.2)),
-    ("old_logprobs", dict(old_logprobs=torch.zeros(N))),
-    ("old_logprobs", dict(old_logprobs=torch.zeros(N + 2), ppo_clip=0.2)),
-    ("ppo_clip", dict(old_logprobs=torch.zeros(N), ppo_clip=-0.1)),
-])
+@pytest.mark.parametrize(
+    "name,kwargs",
+    [
+        ("distill_coef", dict(distill_coef=float("inf"))),
+        ("credit_clip", dict(credit_clip=0.0)),
+        ("credit_clip", dict(credit_clip=float("nan"))),
+        ("old_logprobs", dict(ppo_clip=0.2)),
+        ("old_logprobs", dict(old_logprobs=torch.zeros(N))),
+        ("old_logprobs", dict(old_logprobs=torch.zeros(N + 2), ppo_clip=0.2)),
+        ("ppo_clip", dict(old_logprobs=torch.zeros(N), ppo_clip=-0.1)),
+    ],
+)
 def test_bad_loss_options(name, kwargs):
     with pytest.raises(ValueError, match=f"^{name}"):
         _call("coars_loss", _good(), **kwargs)

@@ -1,8 +1,8 @@
 """Triton-only cases, run by test_kernel_triton_interpreter.py under TRITON_INTERPRET=1 (the file
 name keeps the normal run from collecting it)."""
+
 import pytest
 import torch
-
 from kernel_helpers import interpreting
 
 triton = pytest.importorskip("triton")
@@ -34,5 +34,6 @@ def test_float64_is_refused_by_name(monkeypatch):
 
     monkeypatch.setenv("COARS_FAST_BACKEND", "triton")
     with pytest.raises(ValueError, match="^hidden"):
-        token_logprobs(torch.randn(3, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64),
-                       torch.tensor([0, 1, 2]))
+        token_logprobs(
+            torch.randn(3, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 1, 2])
+        )
