@@ -164,7 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--reward", choices=("interaction", "outcome"), help="interaction reward (Eq. 7/8) or sparse outcome"
     )
     tr.add_argument("--train-agents", help="comma-separated agents to train: rec,user (default) or rec")
-    tr.add_argument("--baseline", choices=("none", "group"), help="subtract the mean reward of a user's G episodes")
+    tr.add_argument(
+        "--baseline",
+        choices=("none", "group", "turn"),
+        help="subtract the mean reward of a user's G episodes (group), or of their turns of the same number (turn)",
+    )
     tr.add_argument("--diagnosis", choices=("template", "self"), help="who writes the hindsight diagnosis")
     tr.add_argument(
         "--eval-users", type=at_least(1), help="validation episodes per evaluation (config: eval.num_users)"

@@ -125,3 +125,22 @@ def test_self_diagnosis_goes_into_the_teacher_prompt(smol_tokenizer, toy):
     )
     teacher = smol_tokenizer.decode(list(rollout.samples[0].teacher_prompt_ids))
     assert "Keane was a poor guess; Suede fits the britpop history." in teacher and '"Suede"' in teacher
+
+
+def test_turn_baseline_compares_turns_of_the_same_number(smol_tokenizer, toy):
+    ds, episodes, cands = toy
+    calls = iter(range(100))
+    # the Recommender alternates Suede (e1's target) and Keane; the User clicks Suede, skips Keane
+    agents = ScriptedAgents(
+        smol_tokenizer,
+        rec=lambda chat: " Suede" if next(calls) % 2 == 0 else " Keane",
+        user=lambda chat: " click\nScore: 0.9" if '"Suede"' in chat[1]["content"] else " skip\nScore: 0.3",
+    )
+    settings = RolloutSettings(group_size=2, max_turns=2, baseline="turn")
+    rollout = collect(agents, ds, episodes[:1], cands[:1], settings, RewardSettings())
+    assert [[t.hit for t in s.turns] for s in rollout.states] == [[True], [False, True]]
+    # by hand: episode 1 hits at turn 1 (rec 1.0 * 0.95, user 0.8); episode 2 misses at turn 1 (rec
+    # -0.65, user -(0.6 - 1) = 0.4), then hits (rec 0.95 * 0.9, user 0.8). Turn 1 means: rec 0.15,
+    # user 0.6; turn 2 was reached by episode 2 alone: its own reward, advantage 0.
+    assert [x.agent for x in rollout.samples] == ["rec", "user", "rec", "user", "rec", "user"]
+    assert [x.reward for x in rollout.samples] == pytest.approx([0.8, 0.2, -0.8, -0.2, 0.0, 0.0])

@@ -19,7 +19,7 @@ from coars_fast.models import AGENTS, encode_chat
 from coars_fast.rollout.runner import Agents, make_states, run_episodes
 
 DIAGNOSES = ("template", "self")
-BASELINES = ("none", "group")
+BASELINES = ("none", "group", "turn")
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,11 @@ class RolloutSettings:
     group_size: int = 2  # G sampled episodes per training user
     max_turns: int = 5
     diagnosis: str = "template"  # "self": the agent writes its own diagnosis
-    baseline: str = "none"  # "group": subtract the mean reward of the user's G episodes
+    # "group": subtract the mean reward of the user's G episodes; "turn": the mean of those episodes'
+    # turns of the same number (a turn only one episode reached gets 0). "group" mixes turns whose
+    # rewards differ by the stage discount alone, so in a group that never hits it still rewards late
+    # turns and punishes first ones; "turn" compares like with like.
+    baseline: str = "none"
     train_agents: tuple[str, ...] = ("rec", "user")
 
     def __post_init__(self):
@@ -85,7 +89,7 @@ def collect(
             raw.append(("rec", state, turn, r.rec))
             if r.user is not None:
                 raw.append(("user", state, turn, r.user))
-    baseline = _group_means(raw) if settings.baseline == "group" else defaultdict(float)
+    baseline = _baselines(raw, settings.baseline)
     samples = []
     for agent, state, turn, reward in raw:
         if agent not in settings.train_agents:
@@ -101,7 +105,7 @@ def collect(
                 teacher_prompt_ids=tuple(encode_chat(agents.tokenizer, teacher)),
                 response_ids=tuple(output.ids),
                 old_logprobs=tuple(output.logprobs),
-                reward=reward - baseline[(_group(state), agent)],
+                reward=reward - baseline[_baseline_key(settings.baseline, agent, state, turn)],
                 group=_group(state),
             )
         )
@@ -112,11 +116,20 @@ def _group(state: EpisodeState) -> str:
     return state.episode_id.rsplit("#", 1)[0]
 
 
-def _group_means(raw) -> dict:
-    by_group = defaultdict(list)
-    for agent, state, _, reward in raw:
-        by_group[(_group(state), agent)].append(reward)
-    return defaultdict(float, {key: statistics.fmean(values) for key, values in by_group.items()})
+def _baseline_key(kind: str, agent: str, state: EpisodeState, turn) -> tuple:
+    if kind == "turn":
+        return (_group(state), agent, turn.number)
+    return (_group(state), agent) if kind == "group" else ()
+
+
+def _baselines(raw, kind: str) -> dict:
+    """The value subtracted from each kept turn's reward, by _baseline_key (0 without a baseline)."""
+    if kind == "none":
+        return defaultdict(float)
+    by_key = defaultdict(list)
+    for agent, state, turn, reward in raw:
+        by_key[_baseline_key(kind, agent, state, turn)].append(reward)
+    return defaultdict(float, {key: statistics.fmean(values) for key, values in by_key.items()})
 
 
 def _diagnoses(agents: Agents, states: Sequence[EpisodeState], settings: RolloutSettings) -> dict:
