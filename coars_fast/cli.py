@@ -17,9 +17,30 @@ from coars_fast.errors import CoarsError
 class Parser(argparse.ArgumentParser):
     """argparse with its mistakes reported like every other user error: one line, exit code 2."""
 
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):
         where = self.prog.removeprefix("coars-fast").strip()
         self.exit(2, f"coars-fast: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
+
+
+def _has_default(action: argparse.Action) -> bool:
+    """A default worth printing: not None, not a flag's False, not an empty list (0 is one)."""
+    default = action.default
+    return not (default is None or default is False or default is argparse.SUPPRESS or default == [])
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already says where it comes from."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        said = "default" in text or "config:" in text
+        if said or not _has_default(action) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
 
 
 def at_least(low: int):
@@ -83,14 +104,30 @@ def _add_candidate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--split", default="val", help="which split to score (default: val; LastFM: val_all for every history prefix)"
     )
-    p.add_argument("--candidates", default="random", choices=("random", "sasrec"), help="candidate-list mode")
-    p.add_argument("--num-candidates", type=at_least(2), default=20, help="items per candidate list (default: 20)")
+    p.add_argument(
+        "--candidates",
+        default="random",
+        choices=("random", "sasrec"),
+        help="candidate lists: the true item with random others, or with SASRec's top picks",
+    )
+    p.add_argument(
+        "--num-candidates", type=at_least(2), default=20, help="items per candidate list, the true one included"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the candidate lists")
     p.add_argument("--limit", type=at_least(1), help="score only the first N episodes of the split")
 
 
+DESCRIPTION = (
+    "Train a Recommender and a simulated User, two LoRA adapters on one language model, with CoARS "
+    "(interaction reward and self-distilled token credit); evaluate them beside classic recommenders. "
+    "Start with: coars-fast train --dataset lastfm"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="coars-fast", description=__doc__)
+    from coars_fast.data import DATASETS
+
+    parser = Parser(prog="coars-fast", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     parser.add_argument(
         "--debug", action="store_true", help="print the traceback of a user error too (accepted anywhere on the line)"
@@ -106,7 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     base = commands.add_parser("baseline", help="Hit@1 of a classic recommender on the agents' candidate lists")
     _add_data_args(base)
     _add_candidate_args(base)
-    base.add_argument("--method", default="all", choices=("random", "popularity", "sasrec", "all"))
+    base.add_argument(
+        "--method",
+        default="all",
+        choices=("random", "popularity", "sasrec", "all"),
+        help="which recommender to score; all scores the three",
+    )
     base.add_argument("--json", type=Path, help="also write the results to this JSON file")
     base.add_argument(
         "--retrain-sasrec", action="store_true", help="train SASRec again instead of loading the cached model"
@@ -128,9 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--f1-users", type=at_least(0), help="users for the user-agent F1 protocol (default: --num-users; 0 skips)"
     )
     ev.add_argument("--turns", type=at_least(1), default=5, help="maximum turns per episode")
-    ev.add_argument("--candidates", default="random", choices=("random", "sasrec"))
-    ev.add_argument("--num-candidates", type=at_least(2), default=20)
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument(
+        "--candidates",
+        default="random",
+        choices=("random", "sasrec"),
+        help="candidate lists: the true item with random others, or with SASRec's top picks",
+    )
+    ev.add_argument(
+        "--num-candidates", type=at_least(2), default=20, help="items per candidate list, the true one included"
+    )
+    ev.add_argument("--seed", type=int, default=0, help="seed of the sampled users and the candidate lists")
     ev.add_argument("--no-peers", action="store_true", help="do not show the User agent peer evidence p_t")
     ev.add_argument(
         "--free",
@@ -146,9 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(run=cmd_eval)
 
     tr = commands.add_parser("train", help="co-train the Recommender and User adapters with CoARS")
-    tr.add_argument("--dataset", help="lastfm, movielens, instruments or jsonl (config: data.dataset)")
-    tr.add_argument("--data-dir", help="folder holding the datasets (config: data.data_dir)")
-    tr.add_argument("--config", default="cpu", help="a YAML file or a built-in preset (default: cpu)")
+    tr.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)} (config: data.dataset)")
+    tr.add_argument(
+        "--data-dir",
+        help="folder holding the datasets (config: data.data_dir; default: $COARS_FAST_DATA, else ~/.cache/coars_fast/data)",
+    )
+    tr.add_argument(
+        "--config", default="cpu", help=f"a YAML file or a built-in preset: {', '.join(_presets())} (default: cpu)"
+    )
     tr.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key, e.g. optim.lr=5e-5"
     )
@@ -159,17 +213,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="training wall-clock budget, evaluation not counted (config: train.minutes)",
     )
     tr.add_argument("--steps", type=at_least(1), help="maximum optimizer steps (config: train.steps)")
-    tr.add_argument("--distill-coef", type=float, help="lambda of the self-distilled credit; 0 turns it off")
     tr.add_argument(
-        "--reward", choices=("interaction", "outcome"), help="interaction reward (Eq. 7/8) or sparse outcome"
+        "--distill-coef",
+        type=float,
+        help="lambda of the self-distilled credit; 0 turns it off (config: loss.distill_coef)",
     )
-    tr.add_argument("--train-agents", help="comma-separated agents to train: rec,user (default) or rec")
+    tr.add_argument(
+        "--reward",
+        choices=("interaction", "outcome"),
+        help="interaction reward (Eq. 7/8) or sparse outcome (config: reward.kind)",
+    )
+    tr.add_argument(
+        "--train-agents",
+        help="comma-separated agents to train: rec,user (default) or rec (config: rollout.train_agents)",
+    )
     tr.add_argument(
         "--baseline",
         choices=("none", "group", "turn"),
-        help="subtract the mean reward of a user's G episodes (group), or of their turns of the same number (turn)",
+        help="subtract the mean reward of a user's G episodes (group), or of their turns of the same number (turn); "
+        "default none (config: rollout.baseline)",
     )
-    tr.add_argument("--diagnosis", choices=("template", "self"), help="who writes the hindsight diagnosis")
+    tr.add_argument(
+        "--diagnosis",
+        choices=("template", "self"),
+        help="who writes the hindsight diagnosis: a fixed template (default) or the agent (config: rollout.diagnosis)",
+    )
     tr.add_argument(
         "--eval-users", type=at_least(1), help="validation episodes per evaluation (config: eval.num_users)"
     )
@@ -198,11 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _presets() -> list[str]:
+    from coars_fast.train.config import CONFIG_DIR
+
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="Hugging Face id or local folder (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--adapters", type=Path, help="folder with trained rec/ and user/ LoRA adapters (default: none)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--max-new-tokens", type=at_least(1), default=64)
+    p.add_argument("--max-new-tokens", type=at_least(1), default=64, help="most tokens per agent answer")
     p.add_argument("--batch-size", type=at_least(1), default=16, help="sequences per generation call")
 
 

@@ -1,13 +1,14 @@
 """The command line's bad-input table: every row is a mistake a user makes; each must exit 2 with one
 line that names what is wrong, no traceback, and before any dataset, SASRec or model is loaded."""
 
+import argparse
 import gzip
 import time
 
 import pytest
 from helpers import write_jsonl
 
-from coars_fast.cli import main
+from coars_fast.cli import build_parser, main
 
 ITEMS = [("a", "Alpha"), ("b", "Beta"), ("c", "Gamma"), ("d", "Delta"), ("e", "Epsilon")]
 
@@ -121,3 +122,27 @@ def test_debug_adds_the_traceback_to_the_same_line(where, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("Traceback (most recent call last)") and "ConfigError" in "\n".join(err)
     assert err[-1] == "coars-fast: error: config key 'checkpoint.every' must be >= 1, got 0"
+
+
+def _subparsers(parser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield sub
+                yield from _subparsers(sub)
+
+
+def test_every_option_has_help_that_names_its_default():
+    parser = build_parser()
+    commands = list(_subparsers(parser))
+    assert {c.prog for c in commands} >= {f"coars-fast {c}" for c in ("baseline", "eval", "train", "report")}
+    for command in [parser, *commands]:
+        formatter = command._get_formatter()
+        for action in command._actions:
+            if not action.option_strings or isinstance(action, argparse._HelpAction):
+                continue
+            text = formatter._expand_help(action) if action.help else ""
+            assert text, f"{command.prog} {action.option_strings[0]} has no help"
+            default = action.default
+            if not (default is None or default is False or default is argparse.SUPPRESS or default == []):
+                assert "default" in text, f"{command.prog} {action.option_strings[0]}: {text!r} hides its default"

@@ -173,12 +173,20 @@ def train(model: SASRec, episodes: Sequence[Episode], progress: bool = True) -> 
     held, fit = order[:n_hold], order[n_hold:]
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     best, best_state, stale, started = float("inf"), None, 0, time.monotonic()
-    bar = tqdm(range(cfg.max_epochs), desc="SASRec", unit="epoch", disable=not progress)
+    # the bar counts epochs in fractions, batch by batch: it moves on a slow machine too
+    bar = tqdm(
+        total=cfg.max_epochs,
+        desc="SASRec",
+        unit="epoch",
+        disable=not progress,
+        bar_format="{l_bar}{bar}| {n:.1f}/{total} epochs [{elapsed}<{remaining}{postfix}]",
+    )
     ended, epochs = "max_epochs", 0
     for epochs in range(1, cfg.max_epochs + 1):  # noqa: B007 (read after the loop: how many ran)
-        bar.update(1)
         model.train()
-        for batch in fit[torch.randperm(len(fit))].split(cfg.batch_size):
+        batches = fit[torch.randperm(len(fit))].split(cfg.batch_size)
+        for batch in batches:
+            bar.update(1 / len(batches))
             logits = model.logits(model.hidden_states(histories[batch])[:, -1])
             loss = nn.functional.cross_entropy(logits, targets[batch])
             optimizer.zero_grad(set_to_none=True)
