@@ -9,8 +9,9 @@ A toy policy learns to name a "ground-truth item" (token TARGET) in its answer. 
      coars_loss for the update, which never builds [tokens x vocab] logits.
 
 With a Hugging Face model the same two tensors are
-    hidden = model(input_ids, output_hidden_states=True).hidden_states[-1][rows_predicting_answer]
+    hidden = model(input_ids, output_hidden_states=True).hidden_states[-1][batch_row, positions_predicting_answer]
     weight = model.lm_head.weight   (or model.get_output_embeddings().weight)
+(hidden_states[-1] is [batch, seq, D]: index the batch row, then the positions; docs/KERNELS.md)
 """
 
 import argparse

@@ -23,7 +23,7 @@ def coars_loss(
     ppo_clip=None,
     return_entropy=False,
 ):
-    """(loss, stats) for one agent's response tokens (DESIGN.md sections 1 and 3).
+    """(loss, stats) for one agent's response tokens (docs/METHOD.md, docs/KERNELS.md).
 
     loss = -sum_i token_weights_i (rewards_i + distill_coef A_i) logp_S,i with the self-distilled
     credit A_i = clip(logp_T,i - logp_S,i, -credit_clip, credit_clip) (no gradient); with

@@ -1,4 +1,4 @@
-"""The CoARS token-level objective on per-token log-probs (DESIGN.md section 1), shared by the
+"""The CoARS token-level objective on per-token log-probs (docs/METHOD.md), shared by the
 fused coars_loss and its reference so the two differ only in how log-probs are computed.
 
     A_i  = clip(logp_T,i - logp_S,i, -c, c)                      (no gradient)

@@ -9,7 +9,7 @@ from .validation import check_logprob_inputs, check_teacher_hidden
 def teacher_student_logprobs(student_hidden, teacher_hidden, weight, targets, *, temperature=1.0, ignore_index=-100):
     """(logp_student [N], logp_teacher [N]) of `targets` under the same LM head.
 
-    The teacher is the same model with a privileged prompt (DESIGN.md section 1); its rows share
+    The teacher is the same model with a privileged prompt (docs/METHOD.md); its rows share
     every loaded weight tile with the student's. Gradient flows to student_hidden (and weight) only:
     logp_teacher is not differentiable and teacher_hidden gets no gradient. Ignored rows give 0.
     """

@@ -99,7 +99,7 @@ def test_user_parser_never_raises_and_stays_in_band(text):
     if reply.score_stated:  # a stated score lands in its action's band (half-open except click's)
         low, high = SCORE_BAND[reply.action]
         assert low <= reply.score <= high and (reply.score < high or reply.action == "click")
-    else:  # DESIGN.md's defaults (star's 0.75 sits on its band's open end, as designed)
+    else:  # the documented defaults (docs/METHOD.md) (star's 0.75 sits on its band's open end, as designed)
         assert reply.score == DEFAULT_SCORE[reply.action]
 
 
@@ -108,7 +108,7 @@ def test_non_string_output_is_data_too():
     assert parse_user_reply(None).action == "skip"
 
 
-# The cases measured on the embedded model's real answers (issue "Rollouts that carry a learning signal").
+# The cases measured on the embedded model's real answers (when grounding was introduced).
 MORE_TITLES = [
     "Emily Osment",
     "Queen",

@@ -7,7 +7,7 @@ users get catalogue items never seen in training. The rule is learnable but abse
 model, so the first steps sit near random (1 in 4).
 
 `LEARNING_TEST_REWARD_SIGN=-1 pytest tests/test_learning.py` flips the sign of every reward: the run
-then learns to avoid the right item and the test fails (the closing note of the issue shows that run).
+then learns to avoid the right item and the test fails (docs/RESULTS.md records that run).
 """
 
 import os

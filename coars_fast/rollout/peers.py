@@ -1,4 +1,4 @@
-"""Peer evidence from SASRec user representations: p_t and q_t of DESIGN.md section 1.
+"""Peer evidence from SASRec user representations: p_t and q_t of docs/METHOD.md.
 
 The peers of a user are the k training users nearest to them (cosine similarity of SASRec
 representations). For a recommended item, p_t is how many of those peers interacted with it and q_t
