@@ -55,6 +55,11 @@ class Dataset:
     # Ground-truth likes per user, where the data knows them (synthetic): user-agent F1 then scores
     # against them instead of "the next items vs items never touched".
     user_likes: dict[str, frozenset[int]] = field(default_factory=dict)
+    # How the agents' prompts name an item and what users did with one ("book", "read"); empty: the
+    # built-in wording of a known dataset, else "item" / "interacted with". From a jsonl folder's
+    # meta.json, or the config's data.item_noun / data.user_verb.
+    item_noun: str = ""
+    user_verb: str = ""
 
     @property
     def num_items(self) -> int:

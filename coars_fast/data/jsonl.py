@@ -4,11 +4,14 @@
 kept as an item attribute. `sequences.jsonl`: one object per user, `{"user_id": "...", "items":
 ["item_id", ...]}` oldest first, with optional `"timestamps"` (one number per item; the items are then
 ordered by them). Users are split leave-last-out, like MovieLens. Select with
-`--dataset jsonl --data-dir FOLDER`.
+`--dataset jsonl --data-dir FOLDER`. An optional `meta.json`, `{"item_noun": "book", "user_verb":
+"read"}`, tells the agents' prompts what an item is and what users did with one (default: "item",
+"interacted with").
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from coars_fast.data.dataset import HISTORY_LEN, MIN_HISTORY, Dataset, Item, leave_last_out
@@ -56,10 +59,36 @@ def load(data_dir: Path, history_len: int = HISTORY_LEN, min_history: int = MIN_
         total += len(seq)
     if not sequences:
         raise DataError(f"{seq_path}: no user sequences")
+    noun, verb = _wording(data_dir)
     return Dataset(
         name="jsonl",
+        item_noun=noun,
+        user_verb=verb,
         items=items,
         splits=leave_last_out(sequences, history_len, min_history),
         user_sequences=sequences,
         source_rows={seq_path.name: total},
     )
+
+
+WORDING_KEYS = ("item_noun", "user_verb")
+
+
+def _wording(data_dir: Path) -> tuple[str, str]:
+    """(item noun, user verb) from the folder's optional meta.json ("", "" without one)."""
+    path = data_dir / "meta.json"
+    if not path.is_file():
+        return "", ""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: not valid JSON ({getattr(err, 'msg', err)})") from None
+    if not isinstance(meta, dict):
+        raise DataError(f'{path}: must be an object like {{"item_noun": "book", "user_verb": "read"}}')
+    unknown = sorted(set(meta) - set(WORDING_KEYS))
+    if unknown:
+        raise DataError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(WORDING_KEYS)}")
+    for key, value in meta.items():
+        if not isinstance(value, str) or not value.strip() or "\n" in value:
+            raise DataError(f"{path}: {key!r} must be a short non-empty string on one line, got {value!r}")
+    return meta.get("item_noun", "").strip(), meta.get("user_verb", "").strip()

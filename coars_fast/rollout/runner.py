@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from tqdm.auto import tqdm
 
 from coars_fast.data.dataset import Dataset, Episode
-from coars_fast.env import DOMAINS, GENERIC, EpisodeState, PeerEvidence
+from coars_fast.env import DOMAINS, GENERIC, Domain, EpisodeState, PeerEvidence
 from coars_fast.env.prompts import recommendation_heads, user_heads
 from coars_fast.models import GenerationSettings, encode_chat, generate
 from coars_fast.models.prompt_cache import PromptCache
@@ -40,10 +40,16 @@ class Agents:
         return next_token_logprobs(self.model, self.tokenizer, prompts, adapter=self._adapter(agent))
 
 
+def domain_of(dataset: Dataset) -> Domain:
+    """The prompts' wording: the dataset's own where it has one, else the built-in one of its name."""
+    known = DOMAINS.get(dataset.name, GENERIC)
+    return Domain(dataset.item_noun or known.noun, dataset.user_verb or known.verb)
+
+
 def make_states(
     dataset: Dataset, episodes: Sequence[Episode], candidates: Sequence[Sequence[int]], max_turns: int
 ) -> list[EpisodeState]:
-    domain = DOMAINS.get(dataset.name, GENERIC)
+    domain = domain_of(dataset)
     return [
         EpisodeState(
             ep.episode_id,

@@ -45,6 +45,9 @@ class DataConfig:
     num_candidates: int = 20
     seed: int = 0
     synthetic: SyntheticSettings = SyntheticSettings()  # the generator's knobs (dataset synthetic only)
+    # the prompts' wording, over the dataset's own (a jsonl folder's meta.json) and the built-in one
+    item_noun: str | None = None  # what an item is: "book"
+    user_verb: str | None = None  # what users did with past items: "read"
 
     def __post_init__(self):
         from coars_fast.data import DATASETS
@@ -55,6 +58,10 @@ class DataConfig:
         if self.candidates not in MODES:
             raise ValueError(f"candidates must be one of {', '.join(MODES)}, got {self.candidates!r}")
         _check(self, num_candidates=(lambda v: v >= 2, ">= 2"))
+        for key in ("item_noun", "user_verb"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip() or "\n" in value):
+                raise ValueError(f"{key} must be a short non-empty string on one line, got {value!r}")
 
 
 @dataclass(frozen=True)

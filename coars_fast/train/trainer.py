@@ -88,6 +88,8 @@ class Trainer:
         config, run_dir = self.config, self.run_dir
         data = config.data
         self.dataset = load_dataset(data.dataset, data.data_dir, synthetic_settings=data.synthetic)
+        self.dataset.item_noun = data.item_noun or self.dataset.item_noun
+        self.dataset.user_verb = data.user_verb or self.dataset.user_verb
         train = len(self.dataset.split("train"))
         if config.train.users_per_step > train:
             raise ConfigError(
