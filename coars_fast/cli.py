@@ -256,6 +256,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.set_defaults(run=cmd_train)
 
+    rec = commands.add_parser(
+        "recommend", help="the Recommender's pick and reason for a history and candidates you give"
+    )
+    _add_use_args(rec)
+    rec.set_defaults(run=cmd_recommend)
+
+    chat = commands.add_parser("chat", help="talk to the Recommender: you answer as the User, turn by turn")
+    _add_use_args(chat)
+    chat.add_argument("--turns", type=at_least(1), default=5, help="most turns of the conversation")
+    chat.set_defaults(run=cmd_chat)
+
+    exp = commands.add_parser("export", help="merge one agent's adapter into the base: a standalone model folder")
+    exp.add_argument(
+        "--adapters", type=Path, required=True, help="a checkpoint's adapters/ folder (with rec/ and user/)"
+    )
+    exp.add_argument("--agent", choices=("rec", "user"), default="rec", help="which agent to export")
+    exp.add_argument(
+        "--model", help="the base the adapters were trained on (default: the embedded SmolLM2-135M-Instruct)"
+    )
+    exp.add_argument("--out", type=Path, required=True, help="a new folder for the merged model and its tokenizer")
+    exp.set_defaults(run=cmd_export)
+
     rep = commands.add_parser("report", help="figures and a markdown summary of one or several training runs")
     rep.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run folders (several are overlaid)")
     rep.add_argument("--names", help="comma-separated legend names, one per run (default: the folder names)")
@@ -264,6 +286,87 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.set_defaults(run=cmd_report)
     return parser
+
+
+def _add_use_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--history", nargs="+", required=True, metavar="ITEM", help="what the user chose, oldest first")
+    p.add_argument("--candidates", nargs="+", required=True, metavar="ITEM", help="the items to choose from")
+    p.add_argument(
+        "--dataset", help="read ITEMs as item ids or exact titles of this dataset (default: ITEMs are titles as typed)"
+    )
+    p.add_argument(
+        "--data-dir", help="folder holding the datasets (default: $COARS_FAST_DATA, else ~/.cache/coars_fast/data)"
+    )
+    p.add_argument("--item-noun", help="what an item is, in the prompts (default: the dataset's, else item)")
+    p.add_argument(
+        "--user-verb", help="what the user did with past items (default: the dataset's, else interacted with)"
+    )
+    p.add_argument("--free", action="store_true", help="free generation: the answer may name no candidate")
+    _add_model_args(p)
+
+
+def _conversation(args, turns: int):
+    from coars_fast.data import load_dataset
+    from coars_fast.env import GENERIC, Domain
+    from coars_fast.models import GenerationSettings, load_agent_adapters, load_model
+    from coars_fast.rollout import Agents
+    from coars_fast.rollout.runner import domain_of
+    from coars_fast.use import Conversation, resolve_items
+    from coars_fast.use.conversation import check_candidates
+
+    dataset = load_dataset(args.dataset, args.data_dir) if args.dataset else None
+    history = resolve_items(args.history, dataset, "--history")
+    candidates = resolve_items(args.candidates, dataset, "--candidates")
+    check_candidates(candidates)  # before the model loads
+    known = domain_of(dataset) if dataset else GENERIC
+    domain = Domain(args.item_noun or known.noun, args.user_verb or known.verb)
+    model, tokenizer = load_model(args.model, args.device)
+    if args.adapters:
+        model = load_agent_adapters(model, args.adapters)
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=1, grounded=not args.free)
+    return Conversation(Agents(model, tokenizer, settings), history, candidates, domain, turns)
+
+
+def cmd_recommend(args) -> None:
+    title, text = _conversation(args, turns=1).recommend()
+    print(text if title is not None else f"(the answer names no candidate) {text}")
+
+
+def cmd_chat(args) -> None:
+    from coars_fast.use import parse_person_reply
+
+    talk = _conversation(args, turns=args.turns)
+    print("You are the User. Answer each recommendation with click, star, skip or dislike, then optionally a")
+    print("score in [0, 1] and a reason (e.g. `skip 0.3 too slow`). click ends the conversation; an empty line quits.")
+    while not talk.done:
+        title, text = talk.recommend()
+        print(f"\nRecommender: {text}")
+        if title is None:
+            print("(that answer names no candidate; the Recommender tries again)")
+            continue
+        while True:
+            try:
+                line = input("you> ")
+            except EOFError:
+                line = ""
+            if not line.strip():
+                return
+            reply = parse_person_reply(line)
+            if reply is not None:
+                break
+            print("start with click, star, skip or dislike; a score must be a number in [0, 1]")
+        talk.reply(reply)
+    print("\n(conversation over)")
+
+
+def cmd_export(args) -> None:
+    from coars_fast.models import load_model
+    from coars_fast.use import export_agent
+
+    if args.out.exists():
+        raise CoarsError(f"--out {args.out} exists; name a new folder")
+    model, tokenizer = load_model(args.model, "cpu")
+    print(f"written: {export_agent(model, tokenizer, args.adapters, args.agent, args.out)}")
 
 
 def _presets() -> list[str]:

@@ -96,6 +96,14 @@ ROWS = [
     ("data check --dataset jsonl --data-dir {tmp}/badline", "sequences.jsonl:2: not valid JSON"),
     ("baseline --dataset jsonl --data-dir {tmp}/singles --method sasrec", "no training episodes"),
     ("data check --dataset instruments --data-dir {tmp}", "has no instruments/ folder"),
+    # using trained agents
+    ("recommend --history Blur --candidates Oasis Oasis", "--candidates: an item is listed twice"),
+    (
+        "recommend --dataset synthetic --history nope --candidates a b",
+        "--history: 'nope' is neither an item id nor a title of dataset synthetic",
+    ),
+    ("export --adapters {tmp}/old-run --out {tmp}/merged", "--adapters {tmp}/old-run: no rec/adapter_config.json"),
+    ("export --adapters {tmp}/old-run --agent critic --out {tmp}/merged", "invalid choice: 'critic'"),
 ]
 
 

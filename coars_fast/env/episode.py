@@ -53,13 +53,13 @@ class EpisodeState:
         episode_id: str,
         history: Sequence[str],
         candidates: Sequence[tuple[int, str]],
-        target: int,
+        target: int | None,  # None in a live conversation, where no true item is known (no hit)
         max_turns: int = MAX_TURNS,
         domain: Domain = GENERIC,
     ):
         if max_turns < 1:
             raise ValueError(f"max_turns must be >= 1, got {max_turns}")
-        if target not in [item for item, _ in candidates]:
+        if target is not None and target not in [item for item, _ in candidates]:
             raise ValueError(f"episode {episode_id}: the target item {target} is not among the candidates")
         self.episode_id, self.history, self.target = episode_id, list(history), target
         self.candidates = list(candidates)
