@@ -86,6 +86,8 @@ setup(
         "matplotlib>=3.8",  # coars-fast report
     ],
     extras_require={
+        # coars_fast.integrations.trl: the version its tests pin (TRL's fused head is internal API)
+        "trl": ["trl==1.16.0"],
         "dev": [
             "pytest>=8",
             "pytest-benchmark>=4",
@@ -93,6 +95,7 @@ setup(
             "liger-kernel==0.8.5",
             "cut-cross-entropy==25.1.1",
             "ruff==0.17.6",  # pinned: the format check must not change with a release
+            "trl==1.16.0",  # tests/test_integration_trl.py, bench/test_bench_trl.py
         ],
         "gpu": ["flash-attn>=2.6"],
     },
