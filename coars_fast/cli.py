@@ -139,6 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(check)
     check.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     check.set_defaults(run=cmd_data_check)
+    fetch = data.add_parser("download", help="fetch a dataset from its public source, verified, into the data folder")
+    fetch.add_argument("--dataset", required=True, choices=("movielens",), help="which dataset")
+    fetch.add_argument(
+        "--data-dir", help="folder holding the datasets (default: $COARS_FAST_DATA, else ~/.cache/coars_fast/data)"
+    )
+    fetch.set_defaults(run=cmd_data_download)
 
     base = commands.add_parser("baseline", help="Hit@1 of a classic recommender on the agents' candidate lists")
     _add_data_args(base)
@@ -381,6 +387,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--max-new-tokens", type=at_least(1), default=64, help="most tokens per agent answer")
     p.add_argument("--batch-size", type=at_least(1), default=16, help="sequences per generation call")
+
+
+def cmd_data_download(args) -> None:
+    from coars_fast.data.download import download
+    from coars_fast.data.files import resolve_data_dir
+
+    folder = download(args.dataset, resolve_data_dir(args.data_dir))
+    print(f"{args.dataset}: {folder} (verified); next: coars-fast data check --dataset {args.dataset}")
 
 
 def cmd_data_check(args) -> None:

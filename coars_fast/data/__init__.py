@@ -8,6 +8,7 @@ from pathlib import Path
 from coars_fast.data import instruments, jsonl, lastfm, movielens, synthetic
 from coars_fast.data.dataset import HISTORY_LEN, MIN_HISTORY, Dataset, Episode, Item
 from coars_fast.data.files import resolve_data_dir
+from coars_fast.data.sources import SOURCES
 from coars_fast.errors import DataError
 
 LOADERS = {
@@ -36,15 +37,16 @@ def load_dataset(
     if name == "synthetic":
         return synthetic.generate(synthetic_settings or synthetic.SyntheticSettings(), history_len, min_history)
     folder: Path = resolve_data_dir(data_dir)
+    fetch = f"; or fetch it: coars-fast data download --dataset {name}" if name in SOURCES else ""
     if not folder.is_dir():
         raise DataError(
             f"data directory {folder} does not exist. Pass --data-dir or set $COARS_FAST_DATA to the "
-            "folder holding lastfm/, movielens/ and instruments/ (see the README section 'Getting the data')."
+            "folder holding lastfm/, movielens/ and instruments/ (see the README section 'Getting the data')" + fetch
         )
     if name != "jsonl" and not (folder / name).is_dir():
         raise DataError(
             f"{folder} has no {name}/ folder: --data-dir (or $COARS_FAST_DATA) must be the folder that "
-            f"holds {name}/ (the data root, not {name}/ or a folder inside it)"
+            f"holds {name}/ (the data root, not {name}/ or a folder inside it){fetch}"
         )
     return LOADERS[name](folder, history_len=history_len, min_history=min_history)
 

@@ -1,0 +1,132 @@
+"""`coars-fast data download` against a local HTTP server on 127.0.0.1 that serves the upstream
+layout (no test reaches the internet): success, a corrupted file, a truncated transfer that a second
+run resumes with a Range request, a server that is down."""
+
+import gzip
+import http.server
+import io
+import socket
+import threading
+import zipfile
+
+import pytest
+
+from coars_fast.cli import main
+from coars_fast.data import load_dataset
+
+pytestmark = pytest.mark.data
+ZIP_PATH = "/files.grouplens.org/datasets/movielens/ml-100k.zip"
+
+
+def _zip_bytes(data_dir, corrupt=False):
+    """ml-100k.zip as GroupLens lays it out, from the shared data's copies of its files."""
+    folder = data_dir / "movielens" / "ml-100k"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ml-100k/u.data", gzip.decompress((folder / "u.data.gz").read_bytes()))
+        item = bytearray((folder / "u.item").read_bytes())
+        if corrupt:
+            item[100] ^= 1  # one bit
+        zf.writestr("ml-100k/u.item", bytes(item))
+        zf.writestr("ml-100k/README", (folder / "README").read_bytes())
+    return buffer.getvalue()
+
+
+class Server:
+    """Serves `files` {path: bytes}; `cut` stops a response after that many bytes (closing the
+    connection with the length promised); honours Range requests and records them."""
+
+    def __init__(self, files):
+        self.files, self.cut, self.ranges = files, None, []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                start = 0
+                if "Range" in self.headers:
+                    server.ranges.append(self.headers["Range"])
+                    start = int(self.headers["Range"].split("=")[1].split("-")[0])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                payload = body[start:]
+                if server.cut is not None:
+                    payload = payload[: server.cut]
+                    server.cut = None
+                self.wfile.write(payload)
+                self.wfile.flush()
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def upstream(data_dir, monkeypatch):
+    server = Server({ZIP_PATH: _zip_bytes(data_dir)})
+    monkeypatch.setenv("COARS_FAST_MIRROR", server.url)
+    yield server
+    server.close()
+
+
+def _error_lines(err):
+    """The command's own lines on stderr (the progress bar shares the stream)."""
+    assert "Traceback" not in err
+    return [line for line in err.splitlines() if line.startswith("coars-fast:")]
+
+
+def _download(target):
+    return main(["data", "download", "--dataset", "movielens", "--data-dir", str(target)])
+
+
+def test_download_verifies_and_the_loader_reads_it(upstream, data_dir, tmp_path, capsys):
+    assert _download(tmp_path) == 0
+    assert "verified" in capsys.readouterr().out
+    ours, shared = load_dataset("movielens", tmp_path), load_dataset("movielens", data_dir)
+    assert [i.title for i in ours.items] == [i.title for i in shared.items]
+    assert [(e.history, e.target) for e in ours.split("val")] == [(e.history, e.target) for e in shared.split("val")]
+    assert _download(tmp_path) == 0  # a complete folder is kept, nothing fetched again
+
+
+def test_a_corrupted_file_is_refused_and_nothing_is_installed(upstream, data_dir, tmp_path, capsys):
+    upstream.files[ZIP_PATH] = _zip_bytes(data_dir, corrupt=True)
+    assert _download(tmp_path) == 2
+    (err,) = _error_lines(capsys.readouterr().err)
+    assert "u.item has SHA-256" in err and "not the pinned" in err
+    assert not (tmp_path / "movielens").exists()  # no half dataset where the loader looks
+
+
+def test_a_truncated_transfer_resumes_with_a_range_request(upstream, tmp_path, capsys):
+    size = len(upstream.files[ZIP_PATH])
+    upstream.cut = size // 3
+    assert _download(tmp_path) == 2
+    (err,) = _error_lines(capsys.readouterr().err)
+    assert "stopped after" in err and "run the command again to resume" in err
+    assert (tmp_path / ".downloads" / "ml-100k.zip.part").stat().st_size == size // 3
+    assert _download(tmp_path) == 0
+    assert upstream.ranges == [f"bytes={size // 3}-"]  # the second run asked for the rest only
+    assert (tmp_path / "movielens" / "ml-100k" / "u.item").is_file()
+
+
+def test_a_server_that_is_down_is_one_line(monkeypatch, tmp_path, capsys):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("COARS_FAST_MIRROR", f"http://127.0.0.1:{port}")
+    assert _download(tmp_path) == 2
+    (err,) = _error_lines(capsys.readouterr().err)
+    assert "cannot reach" in err and "run the command again" in err
