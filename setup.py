@@ -88,6 +88,8 @@ setup(
     extras_require={
         # coars_fast.integrations.trl: the version its tests pin (TRL's fused head is internal API)
         "trl": ["trl==1.16.0"],
+        # `coars-fast data download --dataset lastfm`: the published LastFM splits are pandas pickles
+        "download": ["pandas>=2"],
         "dev": [
             "pytest>=8",
             "pytest-benchmark>=4",
@@ -96,6 +98,7 @@ setup(
             "cut-cross-entropy==25.1.1",
             "ruff==0.17.6",  # pinned: the format check must not change with a release
             "trl==1.16.0",  # tests/test_integration_trl.py, bench/test_bench_trl.py
+            "pandas>=2",  # tests/test_download.py (TRL brings it too)
         ],
         "gpu": ["flash-attn>=2.6"],
     },

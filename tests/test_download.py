@@ -130,3 +130,93 @@ def test_a_server_that_is_down_is_one_line(monkeypatch, tmp_path, capsys):
     assert _download(tmp_path) == 2
     (err,) = _error_lines(capsys.readouterr().err)
     assert "cannot reach" in err and "run the command again" in err
+
+
+# -- LastFM: LLaRA's DataFrame pickles, converted through the restricted unpickler -----------------
+
+
+def _llara_pickle(path):
+    """A DataFrame pickle (written by this machine's pandas) of a shared LLaRA split."""
+    import json
+    import pickle
+
+    import pandas as pd
+
+    rows = [json.loads(line) for line in gzip.open(path, "rt")]
+    columns = pd.Index(["seq", "len_seq", "next"], dtype=object)  # as LLaRA's pandas stored them
+    return pickle.dumps(pd.DataFrame(rows, columns=columns), protocol=4)
+
+
+@pytest.fixture
+def lastfm_upstream(data_dir, monkeypatch):
+    """The upstream layout with this machine's pickles of the shared splits; the source's pins are
+    those of these bytes (the real upstream pickles are not shipped with the tests)."""
+    import dataclasses
+    import hashlib
+    import urllib.parse
+
+    from coars_fast.data import sources
+
+    llara = data_dir / "lastfm" / "llara"
+    made = {
+        "train.jsonl": _llara_pickle(llara / "train.jsonl.gz"),
+        "val.jsonl": _llara_pickle(llara / "val.jsonl.gz"),
+        "id2name.txt": (llara / "id2name.txt").read_bytes(),
+    }
+    files, remotes = {}, []
+    for remote in sources.SOURCES["lastfm"].files:
+        body = made[remote.save_as]
+        parts = urllib.parse.urlsplit(remote.url)
+        files[f"/{parts.netloc}{parts.path}"] = body
+        remotes.append(dataclasses.replace(remote, sha256=hashlib.sha256(body).hexdigest()))
+    source = dataclasses.replace(sources.SOURCES["lastfm"], files=tuple(remotes))
+    monkeypatch.setitem(sources.SOURCES, "lastfm", source)
+    server = Server(files)
+    monkeypatch.setenv("COARS_FAST_MIRROR", server.url)
+    yield server
+    server.close()
+
+
+def test_lastfm_pickles_convert_to_the_shared_files_byte_for_byte(lastfm_upstream, data_dir, tmp_path):
+    """The conversion's output pins are those of the shared data's files: matching them means the
+    downloaded splits are the very rows the project was measured on."""
+    assert main(["data", "download", "--dataset", "lastfm", "--data-dir", str(tmp_path)]) == 0
+    ours, shared = load_dataset("lastfm", tmp_path), load_dataset("lastfm", data_dir)
+    assert [(e.history, e.target) for e in ours.split("val")] == [(e.history, e.target) for e in shared.split("val")]
+    assert len(ours.split("train")) == len(shared.split("train"))
+    assert not (tmp_path / "lastfm" / "llara" / "test.jsonl").exists()  # the test split is never fetched
+
+
+def test_a_pickle_that_fails_its_pin_is_never_unpickled(lastfm_upstream, tmp_path, monkeypatch, capsys):
+    from coars_fast.data import download as download_module
+
+    path = next(p for p in lastfm_upstream.files if p.endswith("train_data.df"))
+    lastfm_upstream.files[path] = lastfm_upstream.files[path] + b"\x00"
+
+    def never(path):
+        raise AssertionError("unpickled unverified bytes")
+
+    monkeypatch.setattr(download_module, "load_dataframe", never)
+    assert main(["data", "download", "--dataset", "lastfm", "--data-dir", str(tmp_path)]) == 2
+    (err,) = _error_lines(capsys.readouterr().err)
+    assert "train_data.df: SHA-256" in err and "not the pinned" in err
+    assert not (tmp_path / "lastfm").exists()
+
+
+def test_the_unpickler_refuses_anything_but_a_plain_dataframe(tmp_path):
+    import os
+    import pickle
+
+    from coars_fast.data.safe_pickle import load_dataframe
+    from coars_fast.errors import DataError
+
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (tmp_path / "evil.df").write_bytes(pickle.dumps(Exploit()))
+    with pytest.raises(DataError, match="refused to load posix.system"):
+        load_dataframe(tmp_path / "evil.df")
+    assert not marker.exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import urllib.error
@@ -22,7 +23,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from coars_fast.data.sources import SOURCES, Archive
+from coars_fast.data.safe_pickle import load_dataframe
+from coars_fast.data.sources import SOURCES, Archive, Remote
 from coars_fast.errors import DataError
 
 CHUNK = 1 << 16
@@ -119,6 +121,28 @@ def _unpack(archive: Archive, path: Path, target: Path) -> None:
         raise DataError(f"{path.name} is not a readable zip archive ({err}); it was deleted, run again") from None
 
 
+def _save(remote: Remote, path: Path, target: Path) -> None:
+    """The verified file `path` into `target/remote.save_as`, converted when the source says so."""
+    out = target / remote.save_as
+    if remote.convert is None:
+        shutil.copyfile(path, out)
+    elif remote.convert == "llara":  # columns seq (10 ids, padded), len_seq, next
+        frame = load_dataframe(path)
+        missing = {"seq", "len_seq", "next"} - set(frame.columns)
+        if missing:
+            raise DataError(f"{path.name}: no column {sorted(missing)[0]!r}; not a LLaRA split")
+        with open(out, "w") as f:
+            for row in frame.itertuples():
+                record = {"seq": [int(v) for v in row.seq], "len_seq": int(row.len_seq), "next": int(row.next)}
+                f.write(json.dumps(record) + "\n")
+    else:
+        raise ValueError(f"unknown conversion {remote.convert!r}")
+    if remote.output_sha256 is not None and (got := sha256_of(out)) != remote.output_sha256:
+        raise DataError(
+            f"{remote.save_as} converted from {path.name} has SHA-256 {got}, not the pinned {remote.output_sha256}"
+        )
+
+
 def download(name: str, data_dir: Path, progress: bool = True) -> Path:
     """Fetch dataset `name` into `data_dir/<its folder>`; an existing complete folder is kept."""
     if name not in SOURCES:
@@ -138,6 +162,10 @@ def download(name: str, data_dir: Path, progress: bool = True) -> Path:
             )
             _unpack(archive, path, staging)
             path.unlink()  # unpacked and verified: the archive is not needed again
+        for remote in source.files:
+            path = fetch(remote.url, cache / Path(urllib.parse.urlsplit(remote.url).path).name, remote.sha256, progress)
+            _save(remote, path, staging)
+            path.unlink()
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             shutil.rmtree(final)
