@@ -393,8 +393,10 @@ def cmd_data_download(args) -> None:
     from coars_fast.data.download import download
     from coars_fast.data.files import resolve_data_dir
 
-    folder = download(args.dataset, resolve_data_dir(args.data_dir))
-    print(f"{args.dataset}: {folder} (verified); next: coars-fast data check --dataset {args.dataset}")
+    folders = download(args.dataset, resolve_data_dir(args.data_dir))
+    print(
+        f"{args.dataset}: {', '.join(map(str, folders))} (verified); next: coars-fast data check --dataset {args.dataset}"
+    )
 
 
 def cmd_data_check(args) -> None:

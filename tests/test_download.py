@@ -147,30 +147,52 @@ def _llara_pickle(path):
     return pickle.dumps(pd.DataFrame(rows, columns=columns), protocol=4)
 
 
+def _split_for_upload(text: bytes, at: int) -> tuple[bytes, bytes]:
+    """A CRLF table cut in two the way it was uploaded: the header repeated, a blank line after part 1."""
+    header, body = text.split(b"\r\n", 1)
+    rows = body.split(b"\r\n")
+    first = header + b"\r\n" + b"\r\n".join(rows[:at]) + b"\r\n\r\n"
+    return first, header + b"\r\n" + b"\r\n".join(rows[at:])
+
+
 @pytest.fixture
 def lastfm_upstream(data_dir, monkeypatch):
-    """The upstream layout with this machine's pickles of the shared splits; the source's pins are
-    those of these bytes (the real upstream pickles are not shipped with the tests)."""
+    """The upstream layout with files made from the shared data: this machine's pickles of the LLaRA
+    splits, HetRec's tagging table cut in two. The fetched files' pins are those of these bytes (the
+    real upstream files are not shipped with the tests); the pins of what download writes (the
+    converted and joined files) stay the real ones."""
     import dataclasses
     import hashlib
     import urllib.parse
 
     from coars_fast.data import sources
 
-    llara = data_dir / "lastfm" / "llara"
-    made = {
-        "train.jsonl": _llara_pickle(llara / "train.jsonl.gz"),
-        "val.jsonl": _llara_pickle(llara / "val.jsonl.gz"),
+    llara, hetrec = data_dir / "lastfm" / "llara", data_dir / "lastfm" / "hetrec2011-lastfm-2k"
+    tagged = _split_for_upload(gzip.decompress((hetrec / "user_taggedartists.dat.gz").read_bytes()), 108469)
+    bodies = {
+        "train_data.df": _llara_pickle(llara / "train.jsonl.gz"),
+        "Val_data.df": _llara_pickle(llara / "val.jsonl.gz"),
         "id2name.txt": (llara / "id2name.txt").read_bytes(),
+        "artists.dat": gzip.decompress((hetrec / "artists.dat.gz").read_bytes()),
+        "user_taggedartists.dat": tagged[0],
+        "user_taggedartists_2.dat": tagged[1],
     }
-    files, remotes = {}, []
-    for remote in sources.SOURCES["lastfm"].files:
-        body = made[remote.save_as]
-        parts = urllib.parse.urlsplit(remote.url)
+    files = {}
+
+    def serve(url):
+        body = bodies[url.rsplit("/", 1)[1]]
+        parts = urllib.parse.urlsplit(url)
         files[f"/{parts.netloc}{parts.path}"] = body
-        remotes.append(dataclasses.replace(remote, sha256=hashlib.sha256(body).hexdigest()))
-    source = dataclasses.replace(sources.SOURCES["lastfm"], files=tuple(remotes))
-    monkeypatch.setitem(sources.SOURCES, "lastfm", source)
+        return hashlib.sha256(body).hexdigest()
+
+    replaced = []
+    for source in sources.SOURCES["lastfm"]:
+        remotes = tuple(
+            dataclasses.replace(r, sha256=serve(r.url), parts=tuple((u, serve(u)) for u, _ in r.parts))
+            for r in source.files
+        )
+        replaced.append(dataclasses.replace(source, files=remotes))
+    monkeypatch.setitem(sources.SOURCES, "lastfm", tuple(replaced))
     server = Server(files)
     monkeypatch.setenv("COARS_FAST_MIRROR", server.url)
     yield server
@@ -184,6 +206,7 @@ def test_lastfm_pickles_convert_to_the_shared_files_byte_for_byte(lastfm_upstrea
     ours, shared = load_dataset("lastfm", tmp_path), load_dataset("lastfm", data_dir)
     assert [(e.history, e.target) for e in ours.split("val")] == [(e.history, e.target) for e in shared.split("val")]
     assert len(ours.split("train")) == len(shared.split("train"))
+    assert ours.user_sequences == shared.user_sequences  # HetRec joined back: the F1 users are there
     assert not (tmp_path / "lastfm" / "llara" / "test.jsonl").exists()  # the test split is never fetched
 
 

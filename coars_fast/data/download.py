@@ -121,11 +121,15 @@ def _unpack(archive: Archive, path: Path, target: Path) -> None:
         raise DataError(f"{path.name} is not a readable zip archive ({err}); it was deleted, run again") from None
 
 
-def _save(remote: Remote, path: Path, target: Path) -> None:
+def _save(remote: Remote, path: Path, target: Path, extras: list[Path]) -> None:
     """The verified file `path` into `target/remote.save_as`, converted when the source says so."""
     out = target / remote.save_as
     if remote.convert is None:
         shutil.copyfile(path, out)
+    elif remote.convert == "join":  # CRLF text files: the first part whole, the others without their header
+        pieces = [path.read_bytes().rstrip(b"\r\n") + b"\r\n"]
+        pieces += [extra.read_bytes().split(b"\r\n", 1)[1] for extra in extras]
+        out.write_bytes(b"".join(pieces))
     elif remote.convert == "llara":  # columns seq (10 ids, padded), len_seq, next
         frame = load_dataframe(path)
         missing = {"seq", "len_seq", "next"} - set(frame.columns)
@@ -143,11 +147,18 @@ def _save(remote: Remote, path: Path, target: Path) -> None:
         )
 
 
-def download(name: str, data_dir: Path, progress: bool = True) -> Path:
-    """Fetch dataset `name` into `data_dir/<its folder>`; an existing complete folder is kept."""
+def download(name: str, data_dir: Path, progress: bool = True) -> list[Path]:
+    """Fetch dataset `name` into the data directory, one folder per source; complete folders are kept."""
     if name not in SOURCES:
         raise DataError(f"no public source for dataset {name!r}; downloadable: {', '.join(SOURCES)}")
-    source = SOURCES[name]
+    return [_install(source, data_dir, progress) for source in SOURCES[name]]
+
+
+def _fetch_to_cache(url: str, sha256: str | None, cache: Path, progress: bool) -> Path:
+    return fetch(url, cache / Path(urllib.parse.urlsplit(url).path).name, sha256, progress)
+
+
+def _install(source, data_dir: Path, progress: bool) -> Path:
     final = data_dir / source.folder
     if final.is_dir() and all((final / f).is_file() for f in source.expect):
         return final
@@ -157,15 +168,15 @@ def download(name: str, data_dir: Path, progress: bool = True) -> Path:
     staging.mkdir(parents=True)
     try:
         for archive in source.archives:
-            path = fetch(
-                archive.url, cache / Path(urllib.parse.urlsplit(archive.url).path).name, archive.sha256, progress
-            )
+            path = _fetch_to_cache(archive.url, archive.sha256, cache, progress)
             _unpack(archive, path, staging)
             path.unlink()  # unpacked and verified: the archive is not needed again
         for remote in source.files:
-            path = fetch(remote.url, cache / Path(urllib.parse.urlsplit(remote.url).path).name, remote.sha256, progress)
-            _save(remote, path, staging)
-            path.unlink()
+            path = _fetch_to_cache(remote.url, remote.sha256, cache, progress)
+            extras = [_fetch_to_cache(url, sha, cache, progress) for url, sha in remote.parts]
+            _save(remote, path, staging, extras)
+            for used in (path, *extras):
+                used.unlink()
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             shutil.rmtree(final)
