@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     check.set_defaults(run=cmd_data_check)
     fetch = data.add_parser("download", help="fetch a dataset from its public source, verified, into the data folder")
-    fetch.add_argument("--dataset", required=True, choices=("lastfm", "movielens"), help="which dataset")
+    fetch.add_argument("--dataset", required=True, choices=("lastfm", "movielens", "instruments"), help="which dataset")
     fetch.add_argument(
         "--data-dir", help="folder holding the datasets (default: $COARS_FAST_DATA, else ~/.cache/coars_fast/data)"
     )

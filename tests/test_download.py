@@ -243,3 +243,34 @@ def test_the_unpickler_refuses_anything_but_a_plain_dataframe(tmp_path):
     with pytest.raises(DataError, match="refused to load posix.system"):
         load_dataframe(tmp_path / "evil.df")
     assert not marker.exists()
+
+
+def test_instruments_without_its_optional_titles_file(data_dir, tmp_path, monkeypatch, capsys):
+    """The interaction files are the upstream bytes (their real pins hold); the unpinned, optional
+    title file is missing upstream here (404): a warning, and the dataset still installs."""
+    import urllib.parse
+
+    from coars_fast.data.sources import SOURCES
+
+    folder = data_dir / "instruments" / "lcrec-amazon2018-5core"
+    bodies = {
+        "Instruments.inter.json": gzip.decompress((folder / "Instruments.inter.json.gz").read_bytes()),
+        "Instruments.item2id": (folder / "Instruments.item2id").read_bytes(),
+    }
+    files = {}
+    for remote in SOURCES["instruments"][0].files:
+        name = remote.url.rsplit("/", 1)[1]
+        if name in bodies:
+            parts = urllib.parse.urlsplit(remote.url)
+            files[f"/{parts.netloc}{parts.path}"] = bodies[name]
+    server = Server(files)
+    monkeypatch.setenv("COARS_FAST_MIRROR", server.url)
+    try:
+        with pytest.warns(UserWarning, match="Instruments.item.json skipped"):
+            assert main(["data", "download", "--dataset", "instruments", "--data-dir", str(tmp_path)]) == 0
+    finally:
+        server.close()
+    with pytest.warns(UserWarning):  # titles fall back to ASINs, as with the shared copy
+        ours = load_dataset("instruments", tmp_path)
+        shared = load_dataset("instruments", data_dir)
+    assert [(e.history, e.target) for e in ours.split("val")] == [(e.history, e.target) for e in shared.split("val")]

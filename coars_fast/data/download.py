@@ -18,6 +18,7 @@ import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -131,6 +132,8 @@ def _save(remote: Remote, path: Path, target: Path, extras: list[Path]) -> None:
         pieces += [extra.read_bytes().split(b"\r\n", 1)[1] for extra in extras]
         out.write_bytes(b"".join(pieces))
     elif remote.convert == "llara":  # columns seq (10 ids, padded), len_seq, next
+        if remote.sha256 is None:
+            raise ValueError("a pickle source must pin its SHA-256: it is unpickled only once verified")
         frame = load_dataframe(path)
         missing = {"seq", "len_seq", "next"} - set(frame.columns)
         if missing:
@@ -172,7 +175,13 @@ def _install(source, data_dir: Path, progress: bool) -> Path:
             _unpack(archive, path, staging)
             path.unlink()  # unpacked and verified: the archive is not needed again
         for remote in source.files:
-            path = _fetch_to_cache(remote.url, remote.sha256, cache, progress)
+            try:
+                path = _fetch_to_cache(remote.url, remote.sha256, cache, progress)
+            except DataError as err:
+                if not remote.optional:
+                    raise
+                warnings.warn(f"{remote.save_as} skipped ({err}); the dataset works without it", stacklevel=2)
+                continue
             extras = [_fetch_to_cache(url, sha, cache, progress) for url, sha in remote.parts]
             _save(remote, path, staging, extras)
             for used in (path, *extras):

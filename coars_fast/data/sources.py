@@ -18,12 +18,13 @@ class Remote:
     """One file: fetched, verified, then saved as `save_as` (converted first when `convert` says)."""
 
     url: str
-    sha256: str  # of the fetched bytes: always pinned (a pickle is unpickled only once verified)
+    sha256: str | None  # of the fetched bytes; None only for plain data whose upstream bytes are unknown
     save_as: str
     convert: str | None = None  # "llara": a LLaRA DataFrame pickle -> JSON lines; "join": see `parts`
     output_sha256: str | None = None  # of the saved file, where a conversion is pinned too
     # "join": further (url, sha256) parts of one file split for upload, appended without their header
     parts: tuple[tuple[str, str], ...] = ()
+    optional: bool = False  # a failed fetch is a warning, not an error (the loader copes without it)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class Source:
 
 
 _AFL = "https://raw.githubusercontent.com/Lanyu0303/AFL/4622a1e163df5db669a56ade4d7db334bc109d06/data/lastfm"
+_LETTER = (
+    "https://raw.githubusercontent.com/HonghuiBao2000/LETTER/8d0154e28de37dbb6e24871c508ad8ddb1921cda/data/Instruments"
+)
+_GENREC = "https://raw.githubusercontent.com/WncFht/GenRec/6b50a813e071f6e31b4052319f1b723ea01a934f/data/Instruments"
 _ADMUSIC = "https://raw.githubusercontent.com/rafaelpossas/admusic"
 _NAPO = "https://raw.githubusercontent.com/acoding-xuan/NAPO/7d8c38e3b9e63db5e8cc83d884abc8feb3544a1b/data/ref/lastfm"
 
@@ -114,6 +119,30 @@ SOURCES: dict[str, tuple[Source, ...]] = {
                         ),
                     ),
                     output_sha256="de5bb9566f0caff951834c444edc23a57f1a4f6c88d5c85b5941127d9aa6ebc4",
+                ),
+            ),
+        ),
+    ),
+    # LC-Rec's Amazon 2018 Musical Instruments 5-core: interactions and ASINs at pinned commits. The
+    # titles (Instruments.item.json, over 4 MiB) could never be fetched to pin them: fetched unpinned
+    # (JSON, read as data only) and optional; without it the items are named by ASIN, with a warning.
+    "instruments": (
+        Source(
+            folder="instruments/lcrec-amazon2018-5core",
+            expect=("Instruments.inter.json", "Instruments.item2id"),
+            files=(
+                Remote(
+                    url=f"{_LETTER}/Instruments.inter.json",
+                    sha256="0a11d47791d90483005da93c36d826679e20e4592d1d2b86518d5f56f218e743",
+                    save_as="Instruments.inter.json",
+                ),
+                Remote(
+                    url=f"{_GENREC}/Instruments.item2id",
+                    sha256="76380000fb809cf19e841c69163310ec2d32b7b578277e2b659fbd1e72714688",
+                    save_as="Instruments.item2id",
+                ),
+                Remote(
+                    url=f"{_LETTER}/Instruments.item.json", sha256=None, save_as="Instruments.item.json", optional=True
                 ),
             ),
         ),
