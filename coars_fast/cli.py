@@ -91,13 +91,18 @@ def check_paths(args) -> None:
             raise CoarsError(f"--out {path} is a file; name a folder")
 
 
+def _add_data_dir(p: argparse.ArgumentParser, where: str = "") -> None:
+    p.add_argument(
+        "--data-dir",
+        help=f"folder holding the datasets ({where}default: $COARS_FAST_DATA, else ~/.cache/coars_fast/data)",
+    )
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     from coars_fast.data import DATASETS
 
     p.add_argument("--dataset", required=True, help=f"one of: {', '.join(DATASETS)}")
-    p.add_argument(
-        "--data-dir", help="folder holding the datasets (default: $COARS_FAST_DATA, else ~/.cache/coars_fast/data)"
-    )
+    _add_data_dir(p)
 
 
 def _add_candidate_args(p: argparse.ArgumentParser) -> None:
@@ -141,9 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(run=cmd_data_check)
     fetch = data.add_parser("download", help="fetch a dataset from its public source, verified, into the data folder")
     fetch.add_argument("--dataset", required=True, choices=("lastfm", "movielens", "instruments"), help="which dataset")
-    fetch.add_argument(
-        "--data-dir", help="folder holding the datasets (default: $COARS_FAST_DATA, else ~/.cache/coars_fast/data)"
-    )
+    _add_data_dir(fetch)
     fetch.set_defaults(run=cmd_data_download)
 
     base = commands.add_parser("baseline", help="Hit@1 of a classic recommender on the agents' candidate lists")
@@ -202,10 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = commands.add_parser("train", help="co-train the Recommender and User adapters with CoARS")
     tr.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)} (config: data.dataset)")
-    tr.add_argument(
-        "--data-dir",
-        help="folder holding the datasets (config: data.data_dir; default: $COARS_FAST_DATA, else ~/.cache/coars_fast/data)",
-    )
+    _add_data_dir(tr, "config: data.data_dir; ")
     tr.add_argument(
         "--config", default="cpu", help=f"a YAML file or a built-in preset: {', '.join(_presets())} (default: cpu)"
     )
@@ -300,9 +300,7 @@ def _add_use_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dataset", help="read ITEMs as item ids or exact titles of this dataset (default: ITEMs are titles as typed)"
     )
-    p.add_argument(
-        "--data-dir", help="folder holding the datasets (default: $COARS_FAST_DATA, else ~/.cache/coars_fast/data)"
-    )
+    _add_data_dir(p)
     p.add_argument("--item-noun", help="what an item is, in the prompts (default: the dataset's, else item)")
     p.add_argument(
         "--user-verb", help="what the user did with past items (default: the dataset's, else interacted with)"
