@@ -1,6 +1,8 @@
 """Grounded decoding: every answer head is one of the allowed choices, the free reason is one bounded
 line, and the stored log-probs stay the model's own (unmasked) ones."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from helpers import tiny_llama
@@ -9,6 +11,7 @@ from coars_fast.env.parsing import SCORE_BAND, parse_recommendation, parse_user_
 from coars_fast.env.prompts import recommendation_heads, user_heads
 from coars_fast.models import GenerationSettings, add_agent_adapters, encode_chat, generate
 from coars_fast.models.grounding import TokenTrie, newline_token_ids
+from coars_fast.models.prompt_cache import shared_prefixes
 
 TITLES = ["Queen", "Queen + Adam Lambert", "Sigur Rós", "The Velvet Underground", "Air", "Muse", "Kent"]
 
@@ -69,6 +72,32 @@ def test_every_answer_names_one_allowed_choice(tiny, greedy):
     assert all(any(out.text.startswith(h) for h in user_heads()) for out in user)
 
 
+def test_forced_tokens_are_those_grounding_left_no_choice_for(tiny):
+    """Worked out from the head strings alone: a head token is forced when every allowed head that
+    agrees so far continues with it; after the head only the stop that ends a finished reason is."""
+    model, tok = tiny
+    torch.manual_seed(4)
+    settings = GenerationSettings(greedy=False, temperature=1.5, max_new_tokens=14, batch_size=4, reason_tokens=5)
+    heads = [tok.encode(h, add_special_tokens=False) for h in recommendation_heads(TITLES)]
+    newlines, counts = newline_token_ids(tok), {True: 0, False: 0}
+    for out in generate(
+        model, tok, _prompts(tok, 16, "Item:"), settings, "rec", choices=[recommendation_heads(TITLES)] * 16
+    ):
+        ids = list(out.ids)
+        head = next(h for h in heads if ids[: len(h)] == h)
+        expected = [len({h[t] for h in heads if len(h) > t and h[:t] == ids[:t]}) == 1 for t in range(len(head))]
+        free = ids[len(head) :]
+        for k in range(len(free)):
+            ended = k >= settings.reason_tokens or any(x in newlines for x in free[:k])
+            expected.append(ended)
+        assert list(out.forced) == expected, (tok.decode(ids), out.forced)
+        for f in out.forced:
+            counts[f] += 1
+    assert counts[True] > 0 and counts[False] > 0
+    free = generate(model, tok, _prompts(tok, 2, "Item:"), replace(settings, grounded=False), "rec")
+    assert all(out.forced == () for out in free)
+
+
 def test_free_generation_is_not_grounded(tiny):
     """The same tiny random model without grounding names no candidate: the trie is what makes it valid."""
     model, tok = tiny
@@ -109,3 +138,34 @@ def test_grounding_with_prompt_cache_reuse(tiny):
     plain = generate(model, tok, second, settings, "rec", choices=choices)
     assert [c.ids for c in cached] == [p.ids for p in plain]
     assert all(parse_recommendation("Item:" + c.text, TITLES).matched_by == "exact" for c in cached)
+
+
+def test_shared_prefixes_group_copies_on_the_whole_prompt_and_strangers_on_the_system_part():
+    system = list(range(100, 140))  # 40 tokens every prompt starts with, then each user's own part
+    a, b, c = system + [1] * 200, system + [2] * 150, system + [3] * 10
+    # two copies of a, three of b: each group shares its whole prompt (less the one token to feed),
+    # which saves more than sharing the system part among all five
+    groups = shared_prefixes([a, b, a, b, b])
+    assert sorted((n, sorted(m)) for n, m in groups) == [(189, [1, 3, 4]), (239, [0, 2])]
+    # with short own parts the system part shared by all saves more: 40 * 4 > 49 + 44
+    assert sorted((n, sorted(m)) for n, m in shared_prefixes([c, c, b[:45], b[:45], a])) == [(40, [0, 1, 2, 3, 4])]
+    # distinct prompts share only the system part; one prompt alone or short shares are left out
+    assert [(n, sorted(m)) for n, m in shared_prefixes([a, b, c])] == [(40, [0, 1, 2])]
+    assert shared_prefixes([a]) == [] and shared_prefixes([[1, 2, 3], [1, 2, 4]]) == []
+
+
+def test_copies_of_a_prompt_prefilled_once_generate_as_without_the_cache(tiny):
+    """The G copies of a training prompt share one prefill (prefill_shared); greedy answers are the
+    same as generating each copy on its own, and fewer prompt tokens are computed."""
+    from coars_fast.models.prompt_cache import PromptCache, prefill_shared
+
+    model, tok = tiny
+    settings = GenerationSettings(greedy=True, max_new_tokens=10, batch_size=4)
+    prompts = [p for p in _prompts(tok, 3, "Item:") for _ in range(3)]
+    keys = [f"ep{i}" for i in range(len(prompts))]
+    choices = [recommendation_heads(TITLES)] * len(prompts)
+    plain = generate(model, tok, prompts, settings, "rec", choices=choices)
+    cached = generate(model, tok, prompts, settings, "rec", PromptCache(), keys, choices)
+    assert [c.ids for c in cached] == [p.ids for p in plain]
+    assert all(abs(a - b) < 1e-4 for c, p in zip(cached, plain) for a, b in zip(c.logprobs, p.logprobs))
+    assert prefill_shared(model, prompts, keys, PromptCache()) == 2 * sum(len(p) - 1 for p in prompts[::3])

@@ -77,6 +77,27 @@ def test_token_weights_make_each_agent_loss_a_mean_over_turns():
     assert 0 < report["packed_fill"] <= 1.0 and 0 <= report["padded_waste"] < 1
 
 
+@pytest.mark.parametrize("packer", ["flat", "tree"])
+def test_forced_tokens_get_no_weight(packer):
+    """A token grounding forced has weight 0; the others keep 1 / (|y_t| * turns of the agent)."""
+    from dataclasses import replace
+
+    from coars_fast.rollout.tree_packing import pack_trees
+
+    rng = random.Random(5)
+    samples = [replace(s, forced=tuple(rng.random() < 0.4 for _ in s.response_ids)) for s in _samples(13, 300, seed=5)]
+    batches = (pack if packer == "flat" else pack_trees)(samples, token_budget=150)
+    turns = {a: sum(s.agent == a for s in samples) for a in ("rec", "user")}
+    expected = {
+        (s.agent, tuple(s.response_ids), n): 0.0 if f else 1.0 / (len(s.response_ids) * turns[s.agent])
+        for s in samples
+        for n, f in enumerate(s.forced)
+    }
+    got = [w for b in batches for w in b.token_weights.tolist()]
+    assert sorted(got) == pytest.approx(sorted(expected.values()))
+    assert 0 < got.count(0.0) < len(got)
+
+
 def test_packed_equals_padded_per_token(smol_tokenizer):
     model = tiny_llama(smol_tokenizer, hidden=64, layers=2)
     decoder, head = decoder_and_head(model)

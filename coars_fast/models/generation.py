@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from coars_fast.errors import ConfigError
-from coars_fast.models.grounding import GroundedLogits, TokenTrie, newline_token_ids
-from coars_fast.models.prompt_cache import PromptCache, rows_of, stack_left_padded
+from coars_fast.models.grounding import GroundedLogits, TokenTrie, forced_steps, newline_token_ids
+from coars_fast.models.prompt_cache import PromptCache, prefill_shared, rows_of, stack_left_padded
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class Generated:
     logprobs: tuple[float, ...]
     text: str  # `ids` decoded without special tokens
     finished: bool  # False when max_new_tokens cut the response
+    # per token: grounding allowed only this token (grounding.forced_steps); () when decoded free
+    forced: tuple[bool, ...] = ()
 
 
 def encode_chat(tokenizer, messages: Sequence[dict]) -> list[int]:
@@ -92,6 +94,8 @@ def generate(
     if choices is not None and len(choices) != len(prompts):
         raise ValueError("choices needs one entry (a list of answer heads, or None) per prompt")
     stops = stop_token_ids(model, tokenizer)
+    if cache is not None:
+        prefill_shared(model, prompts, keys, cache)  # the G copies of a training prompt: one prefill
     tries: list[TokenTrie | None] = [None] * len(prompts)
     if settings.grounded and choices is not None:
         tries = [TokenTrie.of_strings(tokenizer, c) if c else None for c in choices]
@@ -131,12 +135,13 @@ def _generate_batch(
     past = stack_left_padded([kv for _, kv in reuse], [n for n, _ in reuse], cached, model.config) if cached else None
     sampling = {} if settings.greedy else {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
     max_new_tokens = settings.max_new_tokens
+    newlines = newline_token_ids(tokenizer) if any(tries) else frozenset()
     if any(tries):
         from transformers import LogitsProcessorList
 
         # A head is never cut short: room for the longest head plus a few tokens of reason.
         max_new_tokens = max(max_new_tokens, max(t.depth for t in tries if t) + 8)
-        processor = GroundedLogits(tries, cached + width, newline_token_ids(tokenizer), stops, settings.reason_tokens)
+        processor = GroundedLogits(tries, cached + width, newlines, stops, settings.reason_tokens)
         sampling["logits_processor"] = LogitsProcessorList([processor])
     out = model.generate(
         input_ids=input_ids.to(device),
@@ -178,6 +183,7 @@ def _generate_batch(
                 logprobs=tuple(logprobs[row, : len(ids)].tolist()),
                 text=tokenizer.decode(ids, skip_special_tokens=True),
                 finished=end is not None,
+                forced=forced_steps(tries[row], ids, newlines, stops, settings.reason_tokens) if tries[row] else (),
             )
         )
     return results

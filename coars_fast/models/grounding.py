@@ -61,6 +61,26 @@ def newline_token_ids(tokenizer) -> frozenset[int]:
     return cached
 
 
+def forced_steps(
+    trie: TokenTrie | None, ids: Sequence[int], newlines: frozenset[int], stops: set[int], free_tokens: int
+) -> tuple[bool, ...]:
+    """Per generated token: True where GroundedLogits left exactly one choice (a head token that
+    continues a single allowed string, or the stop that ends the free line). Under the masked policy
+    that sampled it such a token has probability 1, so it carries no learning signal."""
+    if trie is None:
+        return (False,) * len(ids)
+    forced = []
+    for t in range(len(ids)):
+        node, n = trie.walk(ids[:t])
+        if node:
+            forced.append(len(node) == 1)
+        elif node is not None and (t - n >= free_tokens or any(x in newlines for x in ids[n:t])):
+            forced.append(True)  # only a stop token was allowed (several stop ids mean the same)
+        else:
+            forced.append(False)
+    return tuple(forced)
+
+
 class GroundedLogits:
     """A logits processor (HF `generate` protocol): row i's answer starts with one of tries[i]'s
     sequences (None: free row); after that its free part ends at the first line break.

@@ -21,6 +21,9 @@ class PromptCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._entries
+
     def reusable(self, key: Hashable, prompt: Sequence[int]) -> tuple[int, list | None]:
         """(n, kv): the first n tokens of `prompt` are cached (n < len(prompt): one token is always new)."""
         entry = self._entries.get(key)
@@ -41,6 +44,60 @@ class PromptCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+def _common(a: Sequence[int], b: Sequence[int]) -> int:
+    n, limit = 0, min(len(a), len(b))
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def shared_prefixes(prompts: Sequence[Sequence[int]], min_shared: int = 32) -> list[tuple[int, list[int]]]:
+    """(n, members): groups of at least two prompts whose first n >= min_shared tokens are the same
+    (n < each member's length: one token is always left to feed). Sorted prompts are cut where
+    neighbours share fewer tokens than a threshold, the one (of the shares seen) that saves the most
+    tokens: G sampled copies of a training prompt group on the whole prompt, unrelated users on the
+    system prompt."""
+    order = sorted(range(len(prompts)), key=lambda i: tuple(prompts[i]))
+    shares = [_common(prompts[a], prompts[b]) for a, b in zip(order, order[1:])]
+    best, best_saved = [], 0
+    for cut in sorted({s for s in shares if s >= min_shared}):
+        groups, current = [], [0]
+        for k, share in enumerate(shares, start=1):
+            if share < cut:
+                groups.append(current)
+                current = []
+            current.append(k)
+        groups.append(current)
+        found = []
+        for g in (g for g in groups if len(g) > 1):
+            members = [order[k] for k in g]
+            n = min(min(shares[k - 1] for k in g[1:]), *(len(prompts[i]) - 1 for i in members))
+            if n >= min_shared:
+                found.append((n, members))
+        saved = sum(n * (len(m) - 1) for n, m in found)
+        if saved > best_saved:
+            best, best_saved = found, saved
+    return best
+
+
+@torch.no_grad()
+def prefill_shared(model, prompts: Sequence[Sequence[int]], keys: Sequence[Hashable], cache: PromptCache) -> int:
+    """Prompts with nothing cached under their key that share a long prefix: compute that prefix's KV
+    once and store it under each of their keys, so generation starts after it. Returns the prompt
+    tokens saved."""
+    fresh = [i for i, key in enumerate(keys) if key not in cache]
+    saved = 0
+    device = next(model.parameters()).device
+    for n, members in shared_prefixes([prompts[i] for i in fresh]):
+        prefix = list(prompts[fresh[members[0]]][:n])
+        out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
+        kv = [(layer.keys[0], layer.values[0]) for layer in out.past_key_values.layers]
+        for m in members:
+            cache.store(keys[fresh[m]], prefix, kv)
+        saved += n * (len(members) - 1)
+    return saved
 
 
 def stack_left_padded(kvs: Sequence[list | None], lengths: Sequence[int], width: int, config):

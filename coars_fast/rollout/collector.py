@@ -33,6 +33,10 @@ class RolloutSettings:
     # turns and punishes first ones; "turn" compares like with like.
     baseline: str = "none"
     train_agents: tuple[str, ...] = ("rec", "user")
+    # Grounded answers: a token the trie forced (the only allowed continuation of a title or action, or
+    # the stop after the reason) had probability 1 under the policy that sampled it, so it gets no
+    # loss; its unmasked log-prob would only add noise (docs/RESULTS.md). True: train every token.
+    train_forced: bool = False
 
     def __post_init__(self):
         if self.group_size < 1 or self.max_turns < 1:
@@ -52,6 +56,7 @@ class TurnSample:
     old_logprobs: tuple[float, ...]
     reward: float
     group: str  # the training user: episodes of one user form a group
+    forced: tuple[bool, ...] = ()  # per response token: left out of the loss (grounding forced it); (): none
 
 
 @dataclass
@@ -107,6 +112,7 @@ def collect(
                 old_logprobs=tuple(output.logprobs),
                 reward=reward - baseline[_baseline_key(settings.baseline, agent, state, turn)],
                 group=_group(state),
+                forced=() if settings.train_forced else tuple(getattr(output, "forced", ())),
             )
         )
     return Rollout(states, samples, _stats(states, per_turn, raw))

@@ -62,7 +62,7 @@ class PackedBatch:
     teacher: PackedStream
     targets: torch.Tensor  # [R] response token ids
     rewards: torch.Tensor  # [R] the turn's reward, broadcast to its tokens
-    token_weights: torch.Tensor  # [R] 1 / (|y_t| * turns of this agent in the whole batch)
+    token_weights: torch.Tensor  # [R] 1 / (|y_t| * turns of this agent in the whole batch); 0 on forced tokens
     old_logprobs: torch.Tensor  # [R] behaviour log-probs
     turns: int
 
@@ -151,7 +151,12 @@ def batch_labels(chosen: Sequence[TurnSample], agent_turns: int) -> dict:
         targets=torch.tensor([t for r in responses for t in r], dtype=torch.long),
         rewards=torch.tensor([s.reward for s in chosen for _ in s.response_ids], dtype=torch.float32),
         token_weights=torch.tensor(
-            [1.0 / (len(s.response_ids) * agent_turns) for s in chosen for _ in s.response_ids], dtype=torch.float32
+            [
+                0.0 if s.forced and s.forced[n] else 1.0 / (len(s.response_ids) * agent_turns)
+                for s in chosen
+                for n in range(len(s.response_ids))
+            ],
+            dtype=torch.float32,
         ),
         old_logprobs=torch.tensor([lp for s in chosen for lp in s.old_logprobs], dtype=torch.float32),
         turns=len(chosen),
