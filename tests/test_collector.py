@@ -140,7 +140,9 @@ def test_turn_baseline_compares_turns_of_the_same_number(smol_tokenizer, toy):
     rollout = collect(agents, ds, episodes[:1], cands[:1], settings, RewardSettings())
     assert [[t.hit for t in s.turns] for s in rollout.states] == [[True], [False, True]]
     # by hand: episode 1 hits at turn 1 (rec 1.0 * 0.95, user 0.8); episode 2 misses at turn 1 (rec
-    # -0.65, user -(0.6 - 1) = 0.4), then hits (rec 0.95 * 0.9, user 0.8). Turn 1 means: rec 0.15,
-    # user 0.6; turn 2 was reached by episode 2 alone: its own reward, advantage 0.
+    # -0.65, user -(0.6 - 1) = 0.4), then hits (rec 0.95 * 0.9, user 0.8). Turn 1 mean: rec 0.15.
+    # The User's turn 1 answers saw the true item (episode 1) and a wrong one (episode 2): each is
+    # compared only with answers to an item as true as its own, here none, so advantage 0; turn 2 was
+    # reached by episode 2 alone: its own reward, advantage 0.
     assert [x.agent for x in rollout.samples] == ["rec", "user", "rec", "user", "rec", "user"]
-    assert [x.reward for x in rollout.samples] == pytest.approx([0.8, 0.2, -0.8, -0.2, 0.0, 0.0])
+    assert [x.reward for x in rollout.samples] == pytest.approx([0.8, 0.0, -0.8, 0.0, 0.0, 0.0])

@@ -28,7 +28,8 @@ class RolloutSettings:
     max_turns: int = 5
     diagnosis: str = "template"  # "self": the agent writes its own diagnosis
     # "group": subtract the mean reward of the user's G episodes; "turn": the mean of those episodes'
-    # turns of the same number (a turn only one episode reached gets 0). "group" mixes turns whose
+    # turns of the same number (a turn only one episode reached gets 0; for the User, of the turns of
+    # that number whose item was as true or false as this one). "group" mixes turns whose
     # rewards differ by the stage discount alone, so in a group that never hits it still rewards late
     # turns and punishes first ones; "turn" compares like with like.
     baseline: str = "none"
@@ -124,7 +125,10 @@ def _group(state: EpisodeState) -> str:
 
 def _baseline_key(kind: str, agent: str, state: EpisodeState, turn) -> tuple:
     if kind == "turn":
-        return (_group(state), agent, turn.number)
+        # The User's state includes the item it was shown: its answers to the true item and to a wrong
+        # one are compared among themselves (whether the item is the true one is not its choice).
+        # Mixed, a group that mostly misses would pay "reject" on the true item too.
+        return (_group(state), agent, turn.number) + ((turn.hit,) if agent == "user" else ())
     return (_group(state), agent) if kind == "group" else ()
 
 
