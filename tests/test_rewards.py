@@ -48,7 +48,7 @@ class Said:
     text: str
 
 
-def _episode(script, max_turns=5):
+def _episode(script, max_turns=5, likes=None):
     state = EpisodeState(
         "e",
         ["A", "B", "C"],
@@ -56,6 +56,7 @@ def _episode(script, max_turns=5):
         target=2,
         max_turns=max_turns,
         domain=DOMAINS["lastfm"],
+        likes=likes,
     )
     for rec, user, peers in script:
         state.give_recommendation(Said(rec))
@@ -88,6 +89,16 @@ def test_episode_rewards_exclusion_and_invalid_turns():
     assert r[2].rec == pytest.approx(-(0.5 + 0.05) * 0.81)
     assert r[2].user == pytest.approx(-(0.2 - 1) * (1 - 0.1 * 0.5 * (0.2 - 1)))
     assert r[3].rec == pytest.approx(0.9**3) and r[3].user == pytest.approx(1 - 0.1 * 0.8)
+
+
+def test_with_known_likes_only_a_liked_wrong_item_is_excluded():
+    """The synthetic data knows every item the user likes: accepting a wrong item outside them is a
+    false positive that both agents pay for (Eq. 7/8 by hand), accepting a liked one stays excluded."""
+    script = [(" One", " star\nScore: 0.7", None), (" Three", " click\nScore: 0.9", None)]
+    r = episode_rewards(_episode(script, likes=frozenset({2, 3})))
+    assert [x.excluded for x in r] == [False, True]
+    assert r[0].rec == pytest.approx(-(0.5 + 0.35)) and r[0].user == pytest.approx(-(1.4 - 1))
+    assert [x.excluded for x in episode_rewards(_episode(script))] == [True, True]  # likes unknown
 
 
 def test_a_user_answer_without_an_action_is_invalid_for_the_user():

@@ -56,6 +56,7 @@ class EpisodeState:
         target: int | None,  # None in a live conversation, where no true item is known (no hit)
         max_turns: int = MAX_TURNS,
         domain: Domain = GENERIC,
+        likes: frozenset[int] | None = None,  # every item the user would like, where the data knows it
     ):
         if max_turns < 1:
             raise ValueError(f"max_turns must be >= 1, got {max_turns}")
@@ -64,7 +65,7 @@ class EpisodeState:
         self.episode_id, self.history, self.target = episode_id, list(history), target
         self.candidates = list(candidates)
         self.titles = [title for _, title in candidates]
-        self.max_turns, self.domain = max_turns, domain
+        self.max_turns, self.domain, self.likes = max_turns, domain, likes
         self.turns: list[Turn] = []
 
     # -- whose move -------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ R_rec  = (2 hit_t - 1) (0.5 + 0.5 s_t) D_t,            D_t = gamma^(t-1)
 R_user = (2 hit_t - 1) (2 s_t - 1) (1 - alpha q_t (2 s_t - 1))
 
 A turn whose item is not the logged next item but that the User accepted (click or star) is left
-out of both agents' losses: the data may simply not log that preference. A turn whose answer named
+out of both agents' losses: the data may simply not log that preference. Where the data knows every
+item the user likes (the synthetic benchmark), only a liked item is left out. A turn whose answer named
 no candidate gets `invalid_reward` D_t for the Recommender (the User was not asked). A User answer
 that states no action (or several: an echo of the format line) gets `invalid_reward`, so that an
 unreadable answer never earns what a deliberate "skip" of a wrong item earns; the Recommender's
@@ -54,12 +55,16 @@ def user_reward(hit: bool, score: float, similarity: float, alpha: float) -> flo
     return (2 * hit - 1) * agreement * (1 - alpha * similarity * agreement)
 
 
-def is_excluded(turn: Turn, settings: RewardSettings) -> bool:
+def is_excluded(turn: Turn, settings: RewardSettings, likes: frozenset[int] | None = None) -> bool:
+    """A wrong item the User accepted, unless the data knows every item the user likes (`likes`, the
+    synthetic benchmark) and this one is not among them: then the acceptance is a plain false positive.
+    (Excluded, such turns would leave the User no reason not to accept everything.)"""
     return (
         settings.exclude_unlogged_positive
         and turn.reply is not None
         and not turn.hit
         and turn.reply.action in POSITIVE_ACTIONS
+        and (likes is None or turn.item in likes)
     )
 
 
@@ -70,7 +75,7 @@ def episode_rewards(state: EpisodeState, settings: RewardSettings = RewardSettin
         asked = turn.reply is not None
         if settings.kind == "outcome":
             r = 2.0 * state.hit - 1.0
-            out.append(TurnReward(r, r if asked else None, is_excluded(turn, settings)))
+            out.append(TurnReward(r, r if asked else None, is_excluded(turn, settings, state.likes)))
         elif not turn.recommendation.valid:
             out.append(TurnReward(settings.invalid_reward * stage_discount(turn.number, settings.gamma), None, False))
         else:
@@ -78,6 +83,8 @@ def episode_rewards(state: EpisodeState, settings: RewardSettings = RewardSettin
             q = turn.peers.similarity if turn.peers else 0.0
             user = user_reward(turn.hit, s, q, settings.alpha) if turn.reply.action_stated else settings.invalid_reward
             out.append(
-                TurnReward(rec_reward(turn.hit, s, turn.number, settings.gamma), user, is_excluded(turn, settings))
+                TurnReward(
+                    rec_reward(turn.hit, s, turn.number, settings.gamma), user, is_excluded(turn, settings, state.likes)
+                )
             )
     return out
