@@ -146,3 +146,26 @@ def test_turn_baseline_compares_turns_of_the_same_number(smol_tokenizer, toy):
     # reached by episode 2 alone: its own reward, advantage 0.
     assert [x.agent for x in rollout.samples] == ["rec", "user", "rec", "user", "rec", "user"]
     assert [x.reward for x in rollout.samples] == pytest.approx([0.8, 0.0, -0.8, 0.0, 0.0, 0.0])
+
+
+def test_known_likes_reach_the_rewards_through_the_collector(smol_tokenizer, toy):
+    """A dataset that knows its users' likes (synthetic): an accepted wrong item outside them is paid
+    for (Eq. 7/8 by hand), an accepted liked one is still left out; without likes both are left out."""
+    ds, _, _ = toy
+    episodes = [Episode("e1", "u1", (0, 1), 2, frozenset({0, 1, 2}))]
+    calls = iter(range(100))
+    agents = ScriptedAgents(
+        smol_tokenizer,
+        rec=lambda chat: " Keane" if next(calls) % 2 == 0 else " Oasis",  # Keane: not liked; Oasis: liked
+        user=lambda chat: " star\nScore: 0.7",
+    )
+    settings = RolloutSettings(group_size=1, max_turns=2)
+    ds.user_likes = {"u1": frozenset({2, 3})}
+    rollout = collect(agents, ds, episodes, [(2, 5, 3)], settings, RewardSettings())
+    assert [t.item for t in rollout.states[0].turns] == [5, 3]
+    assert [(s.agent, s.reward) for s in rollout.samples] == [
+        ("rec", pytest.approx(-(0.5 + 0.35))),
+        ("user", pytest.approx(-(1.4 - 1))),
+    ]
+    ds.user_likes = {}
+    assert collect(agents, ds, episodes, [(2, 5, 3)], settings, RewardSettings()).samples == []

@@ -58,7 +58,7 @@ def make_states(
             ep.target,
             max_turns=max_turns,
             domain=domain,
-            likes=dataset.user_likes.get(ep.user),
+            likes=dataset.user_likes.get(ep.user_id),
         )
         for ep, cands in zip(episodes, candidates)
     ]
