@@ -87,13 +87,16 @@ def prefill_shared(model, prompts: Sequence[Sequence[int]], keys: Sequence[Hasha
     """Prompts with nothing cached under their key that share a long prefix: compute that prefix's KV
     once and store it under each of their keys, so generation starts after it. Returns the prompt
     tokens saved."""
+    from transformers import DynamicCache
+
     fresh = [i for i, key in enumerate(keys) if key not in cache]
     saved = 0
     device = next(model.parameters()).device
     for n, members in shared_prefixes([prompts[i] for i in fresh]):
         prefix = list(prompts[fresh[members[0]]][:n])
-        out = model(input_ids=torch.tensor([prefix], device=device), use_cache=True, logits_to_keep=1)
-        kv = [(layer.keys[0], layer.values[0]) for layer in out.past_key_values.layers]
+        computed = DynamicCache(config=model.config)
+        model(input_ids=torch.tensor([prefix], device=device), cache=computed, use_cache=True, logits_to_keep=1)
+        kv = [(layer.keys[0], layer.values[0]) for layer in computed.layers]
         for m in members:
             cache.store(keys[fresh[m]], prefix, kv)
         saved += n * (len(members) - 1)
