@@ -66,9 +66,11 @@ def test_collect_rewards_samples_and_teacher_prompts(smol_tokenizer, toy):
         state = rollout.states[k // 4]
         teacher = smol_tokenizer.decode(list(sample.teacher_prompt_ids))
         student = smol_tokenizer.decode(list(sample.prompt_ids))
-        # the teacher's prompt is the student's with the hindsight block before the question, no other change
-        body, question = student.rsplit("\n\n", 1)
-        assert teacher == f"{body}\n\n{state.hindsight()}\n\n{question}"
+        # the teacher's prompt is the student's with the hindsight block before the conversation (the
+        # question at turn 1; the suggestion for the User at turn 1), no other change
+        first = "Conversation so far:" if "Conversation so far:" in student else None
+        first = first or ("Which candidate" if sample.agent == "rec" else "The recommender now suggests")
+        assert teacher == student.replace(first, f"{state.hindsight()}\n\n{first}", 1)
         assert '"Suede"' in state.hindsight() if sample.group == "e1" else '"Muse"' in state.hindsight()
         assert student.endswith("Item:" if sample.agent == "rec" else "Action:")
         assert sample.response_ids[-1] == smol_tokenizer.eos_token_id

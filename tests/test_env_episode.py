@@ -97,19 +97,28 @@ def test_teacher_prompt_adds_hindsight_to_the_same_prompt():
     assert '"Gamma"' in teacher[1]["content"] and teacher[1]["content"] != student[1]["content"]
     assert 'Turn 1: recommended "Alpha", the user chose skip; "Alpha" is not the true item.' in teacher[1]["content"]
     assert 'Turn 2: recommended "Gamma", the user chose click; "Gamma" is the true item.' in teacher[1]["content"]
-    # exactly the student's prompt, with the hindsight block as its own paragraph before the question
-    body, question = student[1]["content"].rsplit("\n\n", 1)
-    assert question == "Which candidate should the user get next?"
-    assert teacher[1]["content"] == f"{body}\n\n{s.hindsight()}\n\n{question}"
+    # exactly the student's prompt, with the hindsight block as its own paragraph after the parts every
+    # turn shares (history, candidates): turn 1 has no conversation yet, so right before the question
+    question = "Which candidate should the user get next?"
+    assert student[1]["content"].endswith("\n\n" + question)
+    assert teacher[1]["content"] == student[1]["content"].replace(question, f"{s.hindsight()}\n\n{question}")
     assert teacher[0] == student[0] and teacher[2:] == student[2:]
     assert s.hindsight().startswith(
         'Hindsight (known only after the episode): the movie this user actually chose next is "Gamma".\n'
     )
+    # turn 2: before the conversation, so both turns' teacher prompts share everything up to it
+    memory = "Conversation so far:"
+    rec2 = s.teacher_prompt(s.turns[1], "rec")[1]["content"]
+    assert rec2 == s.turns[1].rec_prompt[1]["content"].replace(memory, f"{s.hindsight()}\n\n{memory}")
+    assert rec2.startswith(teacher[1]["content"].removesuffix(question))
     user_teacher = s.teacher_prompt(s.turns[1], "user")
-    assert "Hindsight" in user_teacher[1]["content"] and user_teacher[-1] == {"role": "assistant", "content": "Action:"}
-    user_student = s.turns[1].user_prompt
-    body, question = user_student[1]["content"].rsplit("\n\n", 1)
-    assert user_teacher[1]["content"] == f"{body}\n\n{s.hindsight()}\n\n{question}"
+    assert user_teacher[-1] == {"role": "assistant", "content": "Action:"}
+    user_student = s.turns[1].user_prompt[1]["content"]
+    assert user_teacher[1]["content"] == user_student.replace(memory, f"{s.hindsight()}\n\n{memory}")
+    # the User's turn 1 (no conversation): right after its history, before the suggestion
+    suggestion = "The recommender now suggests"
+    user1 = s.teacher_prompt(s.turns[0], "user")[1]["content"]
+    assert user1 == s.turns[0].user_prompt[1]["content"].replace(suggestion, f"{s.hindsight()}\n\n{suggestion}")
 
 
 def test_moves_out_of_order_are_programming_errors():

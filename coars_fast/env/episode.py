@@ -185,4 +185,4 @@ class EpisodeState:
         student = turn.rec_prompt if agent == "rec" else turn.user_prompt
         if student is None:
             raise ValueError(f"turn {turn.number} has no {agent} prompt")
-        return prompts.with_hindsight(student, self.hindsight(diagnosis))
+        return prompts.with_hindsight(student, self.hindsight(diagnosis), prompts.STATIC_PARAGRAPHS[agent])

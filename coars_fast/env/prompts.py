@@ -131,12 +131,20 @@ def answer_prefix(messages: Sequence[dict]) -> str:
     return messages[-1]["content"] if messages and messages[-1]["role"] == "assistant" else ""
 
 
-def with_hindsight(messages: Sequence[dict], hindsight: str) -> list[dict]:
-    """The teacher's prompt: the student's, with the hindsight block before the question."""
+# Paragraphs of an agent's prompt that every turn of an episode shares (history; the Recommender's
+# candidates too): the teacher's hindsight block goes right after them, before the conversation, so
+# the teacher prompts of an episode's turns share it as one prefix (a token tree computes it once).
+STATIC_PARAGRAPHS = {"rec": 2, "user": 1}
+
+
+def with_hindsight(messages: Sequence[dict], hindsight: str, after: int) -> list[dict]:
+    """The teacher's prompt: the student's, with the hindsight block as a paragraph of its own after
+    the first `after` paragraphs of the last user message (and never after the question)."""
     out = [dict(m) for m in messages]
     last_user = max(i for i, m in enumerate(out) if m["role"] == "user")
-    body, sep, question = out[last_user]["content"].rpartition("\n\n")
-    out[last_user]["content"] = f"{body}\n\n{hindsight}{sep}{question}" if sep else f"{question}\n\n{hindsight}"
+    paragraphs = out[last_user]["content"].split("\n\n")
+    at = min(after, len(paragraphs) - 1)
+    out[last_user]["content"] = "\n\n".join(paragraphs[:at] + [hindsight] + paragraphs[at:])
     return out
 
 
