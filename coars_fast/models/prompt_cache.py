@@ -3,7 +3,8 @@
 Turn t's prompt is turn t-1's prompt with the new memory line inserted before the question, so the
 longest common token prefix (system prompt, history, candidates, earlier memory: most of the prompt)
 need not be recomputed. Entries are keyed by (episode, agent) and must be cleared whenever the
-adapters change (a new rollout).
+adapters change (a new rollout). Before a key has an entry, prompts that share a long prefix (the G
+sampled copies of a training user's prompt) get it computed once (prefill_shared).
 """
 
 from __future__ import annotations
