@@ -31,10 +31,7 @@ class PromptCache:
         if entry is None:
             return 0, None
         tokens, kv = entry
-        n, limit = 0, min(len(tokens), len(prompt) - 1)
-        while n < limit and tokens[n] == prompt[n]:
-            n += 1
-        return n, kv
+        return min(_common(tokens, prompt), len(prompt) - 1), kv
 
     def store(self, key: Hashable, prompt: Sequence[int], kv: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         self._entries[key] = (tuple(prompt), kv)
