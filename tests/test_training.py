@@ -181,6 +181,8 @@ def test_cli_train_end_to_end(tiny_model_dir, cyclic_dir, tmp_path, capsys):
             "eval.curve_users=2",
             "--set",
             "eval.curve_f1_users=1",
+            "--set",
+            "eval.test_users=3",
             "--out",
             str(out),
         ]
@@ -188,8 +190,19 @@ def test_cli_train_end_to_end(tiny_model_dir, cyclic_dir, tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "zero-shot memory loop" in printed and "CoARS (trained)" in printed and "sasrec" in printed
+    assert "CoARS (trained), test" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and {"initial", "final"} <= set(summary["evals"])
+    # the full evaluations also ran on the test split: its own users, its own folder
+    for label in ("initial", "final"):
+        assert summary["evals"][label]["test"]["episodes"] == 3
+        test = json.loads((out / f"eval-{label}-test" / "summary.json").read_text())
+        assert test["settings"]["split"] == "test" and test["agents"]["episodes"] == 3
+        val_ids, test_ids = (
+            {json.loads(line)["episode_id"] for line in (out / name / "transcripts.jsonl").read_text().splitlines()}
+            for name in (f"eval-{label}", f"eval-{label}-test")
+        )
+        assert test_ids and not test_ids & val_ids
     train_records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
     for key in (
         "reward_rec",
@@ -220,6 +233,7 @@ def test_cli_train_end_to_end(tiny_model_dir, cyclic_dir, tmp_path, capsys):
     assert (out / "validation" / "step-000002" / "transcripts.jsonl").is_file()
     report = (out / "report" / "REPORT.md").read_text()
     assert "zero-shot (before training)" in report and "| cli | 2 |" in report
+    assert "| cli | trained, test users | 3 |" in report
     for name in ("report_by_step.png", "report_by_minutes.png"):
         assert (out / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     from peft import PeftConfig

@@ -42,6 +42,14 @@ def settings_table(runs: Sequence[Run]) -> list[str]:
     return lines
 
 
+EVAL_NAMES = {
+    "initial": "zero-shot (before training)",
+    "final": "trained (after)",
+    "initial-test": "zero-shot, test users",
+    "final-test": "trained, test users",
+}
+
+
 def results_table(runs: Sequence[Run]) -> list[str]:
     lines = [
         "| run | evaluation | episodes | Hit@1 | 95% CI | ValidRatio | turns | user F1 |",
@@ -49,10 +57,10 @@ def results_table(runs: Sequence[Run]) -> list[str]:
     ]
     baselines = {}
     for run in runs:
-        for label in sorted(run.evals, key=lambda k: (k != "initial", k == "final", k)):
+        for label in sorted(run.evals, key=lambda k: (k.endswith("-test"), k.removesuffix("-test") != "initial", k)):
             s = run.evals[label]
             a = s.get("agents", {})
-            name = {"initial": "zero-shot (before training)", "final": "trained (after)"}.get(label, label)
+            name = EVAL_NAMES.get(label, label)
             lines.append(
                 f"| {run.name} | {name} | {a.get('episodes', '-')} | {a.get('hit_at_1', float('nan')):.3f} | "
                 f"{_ci(a.get('ci95'))} | {a.get('valid_ratio', float('nan')):.3f} | "

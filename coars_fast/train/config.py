@@ -128,6 +128,8 @@ class EvalConfig:
     num_users: int = 16  # the full evaluations before and after training
     f1_users: int = 8
     initial: bool = True  # evaluate the untrained agents (the zero-shot memory loop) first
+    # the full evaluations also on this many test users (0: none); choices are made on validation
+    test_users: int = 0
     # Periodic validation (the learning curve): every `every` steps, and at steps 0 and last, the
     # agents play a fixed seeded subset of `curve_users` validation episodes (greedy, batched) and
     # `curve_f1_users` users answer the F1 protocol; 0 turns it off.
@@ -139,8 +141,12 @@ class EvalConfig:
     curve_start: bool = True
 
     def __post_init__(self):
-        if min(self.num_users, self.curve_users) < 1 or min(self.f1_users, self.curve_f1_users, self.every) < 0:
-            raise ValueError("num_users and curve_users must be >= 1; f1_users, curve_f1_users and every >= 0")
+        if min(self.num_users, self.curve_users) < 1 or min(
+            self.f1_users, self.curve_f1_users, self.every, self.test_users
+        ) < 0:
+            raise ValueError(
+                "num_users and curve_users must be >= 1; f1_users, curve_f1_users, every and test_users >= 0"
+            )
 
 
 @dataclass(frozen=True)

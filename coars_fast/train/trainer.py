@@ -130,10 +130,10 @@ class Trainer:
         log.info("fused loss backend: %s on %s", active_backend(self.device), self.device)
 
     # -- evaluation ---------------------------------------------------------------------------------
-    def _play(self, users: int, f1_users: int, folder: Path) -> tuple[dict, dict]:
+    def _play(self, users: int, f1_users: int, folder: Path, split: str = "val") -> tuple[dict, dict]:
         cfg = self.config
         settings = EvalSettings(
-            split="val",
+            split=split,
             num_users=users,
             f1_users=f1_users,
             max_turns=cfg.rollout.max_turns,
@@ -168,6 +168,13 @@ class Trainer:
             "baselines": {m: b["hit_at_1"] for m, b in result["baselines"].items()},
         }
         self.logbook.log("eval", self.step, {"label": label, **summary})
+        if self.config.eval.test_users:
+            # the held-out test users: reported, never used to choose anything
+            _, test = self._play(
+                self.config.eval.test_users, self.config.eval.f1_users, self.run_dir / f"eval-{label}-test", "test"
+            )
+            self.evals[label]["test"] = test
+            self.logbook.log("eval", self.step, {"label": f"{label}-test", **test})
         return result
 
     def validate(self) -> dict:
@@ -350,12 +357,16 @@ def format_summary(summary: dict) -> str:
         f"trained {summary['steps']} steps in {summary['train_minutes']:.1f} min; "
         f"{final.get('episodes', 0)} validation episodes",
         "",
-        f"{'':<24} {'Hit@1':>6} {'ValidRatio':>10} {'turns':>6} {'user F1':>8}",
+        f"{'':<30} {'Hit@1':>6} {'95% CI':>16} {'ValidRatio':>10} {'turns':>6} {'user F1':>8}",
     ]
+    rows += [(f"{name}, test", e["test"]) for name, e in rows if e and "test" in e]
     for name, e in rows:
         if e:
             f1 = f"{e['user_f1']:.3f}" if "user_f1" in e else "-"
-            lines.append(f"{name:<24} {e['hit_at_1']:>6.3f} {e['valid_ratio']:>10.3f} {e['mean_turns']:>6.2f} {f1:>8}")
+            ci = f"[{e['hit_ci_low']:.3f}, {e['hit_ci_high']:.3f}]" if "hit_ci_low" in e else "-"
+            lines.append(
+                f"{name:<30} {e['hit_at_1']:>6.3f} {ci:>16} {e['valid_ratio']:>10.3f} {e['mean_turns']:>6.2f} {f1:>8}"
+            )
     for method, hit in final.get("baselines", {}).items():
-        lines.append(f"{method:<24} {hit:>6.3f} {'-':>10} {'-':>6} {'-':>8}")
+        lines.append(f"{method:<30} {hit:>6.3f} {'-':>16} {'-':>10} {'-':>6} {'-':>8}")
     return "\n".join(lines)
