@@ -141,9 +141,10 @@ class EvalConfig:
     curve_start: bool = True
 
     def __post_init__(self):
-        if min(self.num_users, self.curve_users) < 1 or min(
-            self.f1_users, self.curve_f1_users, self.every, self.test_users
-        ) < 0:
+        if (
+            min(self.num_users, self.curve_users) < 1
+            or min(self.f1_users, self.curve_f1_users, self.every, self.test_users) < 0
+        ):
             raise ValueError(
                 "num_users and curve_users must be >= 1; f1_users, curve_f1_users, every and test_users >= 0"
             )
