@@ -327,7 +327,9 @@ def _conversation(args, turns: int):
     model, tokenizer = load_model(args.model, args.device)
     if args.adapters:
         model = load_agent_adapters(model, args.adapters)
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=1, grounded=not args.free)
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens, batch_size=1, grounded=not args.free, reason_tokens=args.reason_tokens
+    )
     return Conversation(Agents(model, tokenizer, settings), history, candidates, domain, turns)
 
 
@@ -385,6 +387,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--max-new-tokens", type=at_least(1), default=64, help="most tokens per agent answer")
     p.add_argument("--batch-size", type=at_least(1), default=16, help="sequences per generation call")
+    p.add_argument(
+        "--reason-tokens",
+        type=at_least(1),
+        default=32,
+        help="grounded answers: most free tokens after the answer head (use the run's generation.reason_tokens)",
+    )
 
 
 def cmd_data_download(args) -> None:
@@ -470,7 +478,12 @@ def cmd_eval(args) -> None:
     agents = Agents(
         model,
         tokenizer,
-        GenerationSettings(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, grounded=not args.free),
+        GenerationSettings(
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            grounded=not args.free,
+            reason_tokens=args.reason_tokens,
+        ),
     )
     peers = None if args.no_peers else PeerIndex(ranker, dataset)
     result = evaluate(agents, dataset, settings, sasrec=ranker, peers=peers)

@@ -49,6 +49,8 @@ def test_eval_command_end_to_end(smollm, cyclic_dataset, tmp_path, capsys):
                 "1",
                 "--max-new-tokens",
                 "24",
+                "--reason-tokens",
+                "3",
                 "--out",
                 str(tmp_path / "out"),
             ]
@@ -68,3 +70,8 @@ def test_eval_command_end_to_end(smollm, cyclic_dataset, tmp_path, capsys):
     turns = [turn for line in lines for turn in json.loads(line)["turns"]]
     assert all(turn["matched_by"] == "exact" and turn["item"] is not None for turn in turns)
     assert all(turn["action"] in ("click", "star", "skip", "dislike") for turn in turns)
+    # --reason-tokens bounds the free text after each grounded head (re-encoding may merge a token)
+    _, tokenizer = smollm
+    for turn in turns:
+        head, _, reason = turn["rec"].partition("Reason:")
+        assert len(tokenizer.encode(reason, add_special_tokens=False)) <= 3, turn["rec"]
