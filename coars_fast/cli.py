@@ -207,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--dataset", help=f"one of: {', '.join(DATASETS)} (config: data.dataset)")
     _add_data_dir(tr, "config: data.data_dir; ")
     tr.add_argument(
-        "--config", default="cpu", help=f"a YAML file or a built-in preset: {', '.join(_presets())} (default: cpu)"
+        "--config",
+        help=f"a YAML file or a built-in preset: {', '.join(_presets())} (default: quickstart without "
+        "--dataset, the generated benchmark that needs no files; cpu with --dataset)",
     )
     tr.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key, e.g. optim.lr=5e-5"
@@ -531,7 +533,8 @@ def cmd_train(args) -> None:
         config = load_config(args.resume / "config.yaml", overrides)
         run_dir = args.resume
     else:
-        config = load_config(args.config, overrides)
+        preset = args.config or ("quickstart" if args.dataset is None else "cpu")
+        config = load_config(preset, overrides)
         run_dir = args.out or Path(config.out or f"runs/{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     print(f"run folder: {run_dir}")
     summary = Trainer(

@@ -154,3 +154,31 @@ def test_every_option_has_help_that_names_its_default():
             default = action.default
             if not (default is None or default is False or default is argparse.SUPPRESS or default == []):
                 assert "default" in text, f"{command.prog} {action.option_strings[0]}: {text!r} hides its default"
+
+
+class _Started(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "args, dataset, steps, turns",
+    [
+        ([], "synthetic", 20, 1),  # the quick start: nothing but the package
+        (["--dataset", "lastfm"], "lastfm", 1000, 5),  # real data: the cpu preset
+        (["--config", "synthetic"], "synthetic", 20, 3),
+    ],
+)
+def test_train_picks_the_quick_start_without_a_dataset(args, dataset, steps, turns, monkeypatch, tmp_path):
+    import coars_fast.train.trainer as trainer
+
+    seen = {}
+
+    def start(config, run_dir, **_):
+        seen["config"] = config
+        raise _Started
+
+    monkeypatch.setattr(trainer, "Trainer", start)
+    with pytest.raises(_Started):
+        main(["train", *args, "--out", str(tmp_path / "run")])
+    config = seen["config"]
+    assert (config.data.dataset, config.train.steps, config.rollout.max_turns) == (dataset, steps, turns)
