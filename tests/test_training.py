@@ -198,6 +198,8 @@ def test_cli_train_end_to_end(tiny_model_dir, cyclic_dir, tmp_path, capsys):
         assert summary["evals"][label]["test"]["episodes"] == 3
         test = json.loads((out / f"eval-{label}-test" / "summary.json").read_text())
         assert test["settings"]["split"] == "test" and test["agents"]["episodes"] == 3
+        # F1 asks about each user's last items whatever the split: measured once, on validation
+        assert test["user_f1"] is None and summary["evals"][label]["user_f1"] is not None
         val_ids, test_ids = (
             {json.loads(line)["episode_id"] for line in (out / name / "transcripts.jsonl").read_text().splitlines()}
             for name in (f"eval-{label}", f"eval-{label}-test")

@@ -169,10 +169,9 @@ class Trainer:
         }
         self.logbook.log("eval", self.step, {"label": label, **summary})
         if self.config.eval.test_users:
-            # the held-out test users: reported, never used to choose anything
-            _, test = self._play(
-                self.config.eval.test_users, self.config.eval.f1_users, self.run_dir / f"eval-{label}-test", "test"
-            )
+            # the held-out test rows: reported, never used to choose anything. No F1 there: its
+            # protocol asks about each user's last items whatever the split, so it would repeat val's.
+            _, test = self._play(self.config.eval.test_users, 0, self.run_dir / f"eval-{label}-test", "test")
             self.evals[label]["test"] = test
             self.logbook.log("eval", self.step, {"label": f"{label}-test", **test})
         return result
