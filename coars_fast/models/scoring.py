@@ -31,7 +31,12 @@ def next_token_logprobs(model, tokenizer, prompts: Sequence[Sequence[int]], adap
     n, shared = len(prompts), _common_prefix(prompts)
     cache = DynamicCache(config=model.config)
     if shared:
-        model(input_ids=torch.tensor([list(prompts[0][:shared])], device=device), cache=cache, use_cache=True)
+        model(
+            input_ids=torch.tensor([list(prompts[0][:shared])], device=device),
+            cache=cache,
+            use_cache=True,
+            logits_to_keep=1,  # the prefix is only needed as KV: no vocabulary projection of its rows
+        )
         cache.batch_repeat_interleave(n)
     suffixes = [list(p[shared:]) for p in prompts]
     width = max(len(s) for s in suffixes)
@@ -42,12 +47,16 @@ def next_token_logprobs(model, tokenizer, prompts: Sequence[Sequence[int]], adap
         ids[row, : len(suffix)] = torch.tensor(suffix)
         mask[row, shared : shared + len(suffix)] = 1
     positions = torch.arange(shared, shared + width).expand(n, -1)
+    # only the rows' last positions are projected on the vocabulary (a few distinct ones, every row)
+    lasts = [len(s) - 1 for s in suffixes]
+    keep = sorted(set(lasts))
     logits = model(
         input_ids=ids.to(device),
         attention_mask=mask.to(device),
         position_ids=positions.to(device),
         cache=cache if shared else None,
         use_cache=bool(shared),
+        logits_to_keep=torch.tensor(keep, device=device),
     ).logits
-    last = torch.tensor([len(s) - 1 for s in suffixes], device=logits.device)
-    return torch.log_softmax(logits[torch.arange(n, device=logits.device), last].float(), dim=-1).cpu()
+    column = torch.tensor([keep.index(last) for last in lasts], device=logits.device)
+    return torch.log_softmax(logits[torch.arange(n, device=logits.device), column].float(), dim=-1).cpu()
