@@ -536,10 +536,24 @@ def cmd_train(args) -> None:
         preset = args.config or ("quickstart" if args.dataset is None else "cpu")
         config = load_config(preset, overrides)
         run_dir = args.out or Path(config.out or f"runs/{config.data.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    print(f"run folder: {run_dir}")
-    summary = Trainer(
-        config, run_dir, resume=args.resume is not None, overwrite=args.overwrite, retrain_sasrec=args.retrain_sasrec
-    ).run()
+    from coars_fast.distributed import finish, from_env
+
+    world = from_env(config.model.device)  # launched by torchrun: this rank's place, else one process
+    try:
+        if world.main:
+            print(f"run folder: {run_dir}" + (f" ({world.size} ranks)" if world.distributed else ""))
+        summary = Trainer(
+            config,
+            run_dir,
+            resume=args.resume is not None,
+            overwrite=args.overwrite,
+            retrain_sasrec=args.retrain_sasrec,
+            world=world,
+        ).run()
+    finally:
+        finish(world)
+    if not world.main:
+        return
     print(format_summary(summary))
     from coars_fast.report import write_report
 

@@ -16,9 +16,10 @@ from coars_fast.cache import atomic_write
 from coars_fast.data.baselines import METHODS, hit_at_1
 from coars_fast.data.candidates import CandidateBuilder
 from coars_fast.data.dataset import Dataset, Episode
+from coars_fast.distributed import SINGLE, World, gather, shard, sum_counts, unshard
 from coars_fast.env import ACTIONS, EpisodeState
 from coars_fast.errors import ConfigError
-from coars_fast.evaluation.user_f1 import ask_preferences, preference_cases
+from coars_fast.evaluation.user_f1 import ask_preferences, preference_cases, preference_scores
 from coars_fast.rollout import make_states, run_episodes
 from coars_fast.stats import hit_interval
 
@@ -89,17 +90,33 @@ def transcript(state: EpisodeState) -> dict:
     }
 
 
-def evaluate(agents, dataset: Dataset, settings: EvalSettings, sasrec=None, peers=None, progress: bool = True) -> dict:
+def _play_shared(agents, states: list[EpisodeState], lookup, progress: bool, desc: str, world: World) -> list:
+    """Every state played to its end: each rank plays its share, then all of them are gathered."""
+    mine = shard(states, world)
+    run_episodes(agents, mine, lookup, progress, desc=desc)
+    return unshard(gather(mine, world), len(states)) if world.distributed else mine
+
+
+def evaluate(
+    agents,
+    dataset: Dataset,
+    settings: EvalSettings,
+    sasrec=None,
+    peers=None,
+    progress: bool = True,
+    world: World = SINGLE,
+) -> dict:
     """Everything `coars-fast eval` reports, as a JSON-ready dict (transcripts under "transcripts").
 
-    `peers` (a PeerIndex) shows the User agent peer evidence, as in training."""
+    `peers` (a PeerIndex) shows the User agent peer evidence, as in training. Under torchrun
+    (`world`) each rank plays a share of the users; every rank returns the whole result."""
     started = time.monotonic()
     episodes = sample_episodes(dataset.split(settings.split), settings.num_users, settings.seed)
     builder = CandidateBuilder(dataset, settings.candidates, settings.num_candidates, settings.seed, sasrec)
     candidates = builder.build(episodes)
     states = make_states(dataset, episodes, candidates, settings.max_turns)
     lookup = peers.lookup({ep.episode_id: ep for ep in episodes}) if peers else None
-    run_episodes(agents, states, lookup, progress, desc=f"{dataset.name} {settings.split} episodes")
+    states = _play_shared(agents, states, lookup, progress, f"{dataset.name} {settings.split} episodes", world)
     methods = [m for m in METHODS if m != "sasrec" or sasrec is not None]
     baselines = {}
     for method in methods:
@@ -122,8 +139,11 @@ def evaluate(agents, dataset: Dataset, settings: EvalSettings, sasrec=None, peer
             dataset, [c.episode for c in cases], builder.build([c.episode for c in cases]), settings.max_turns
         )
         lookup = peers.lookup({c.episode.episode_id: c.episode for c in cases}) if peers else None
+        mine = shard(range(len(cases)), world)
+        f1_states = shard(f1_states, world)
         run_episodes(agents, f1_states, lookup, progress, desc="user-agent F1 episodes")
-        result["user_f1"] = ask_preferences(agents, dataset, cases, f1_states)
+        counts = ask_preferences(agents, dataset, [cases[i] for i in mine], f1_states)["counts"]
+        result["user_f1"] = preference_scores(sum_counts(counts, world), len(cases))
         result["seconds"]["user_f1"] = time.monotonic() - f1_started
     result["seconds"]["total"] = time.monotonic() - started
     return result

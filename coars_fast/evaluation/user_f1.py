@@ -86,13 +86,13 @@ def ask_preferences(agents, dataset: Dataset, cases: Sequence[PreferenceCase], s
             fp += liked and not positive
             fn += positive and not liked
             tn += not liked and not positive
+    return preference_scores({"tp": tp, "fp": fp, "fn": fn, "tn": tn}, len(cases))
+
+
+def preference_scores(counts: dict[str, int], users: int) -> dict:
+    """Micro precision, recall and F1 from the answer counts (summed over ranks or user shares)."""
+    tp, fp, fn = counts["tp"], counts["fp"], counts["fn"]
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "users": len(cases),
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "counts": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
-    }
+    return {"users": users, "precision": precision, "recall": recall, "f1": f1, "counts": dict(counts)}

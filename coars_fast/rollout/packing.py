@@ -10,7 +10,7 @@ stream positions whose hidden state predicts a response token: row j of both str
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -122,13 +122,21 @@ def flat_bins(samples: Sequence[TurnSample], token_budget: int) -> list[list[int
     return first_fit_decreasing([sequence_tokens(s) for s in samples], token_budget)
 
 
-def pack(samples: Sequence[TurnSample], token_budget: int, bins=flat_bins, stream=_stream) -> list[PackedBatch]:
+def pack(
+    samples: Sequence[TurnSample],
+    token_budget: int,
+    bins=flat_bins,
+    stream=_stream,
+    turns: Mapping[str, int] | None = None,
+) -> list[PackedBatch]:
     """Micro-batches per agent; token weights make each agent's loss a mean over its turns.
     `bins` groups an agent's turns under the budget and `stream` lays a group's sequences out: flat
-    here, token trees in tree_packing.pack_trees."""
+    here, token trees in tree_packing.pack_trees. `turns`: each agent's turns in the whole step when
+    `samples` is one rank's share of it (default: those of `samples`)."""
     batches = []
     for agent in sorted({s.agent for s in samples}):
         mine = [s for s in samples if s.agent == agent]
+        total = len(mine) if turns is None else turns[agent]
         for members in bins(mine, token_budget):
             chosen = [mine[i] for i in members]
             responses = [s.response_ids for s in chosen]
@@ -137,7 +145,7 @@ def pack(samples: Sequence[TurnSample], token_budget: int, bins=flat_bins, strea
                     agent=agent,
                     student=stream([s.prompt_ids for s in chosen], responses),
                     teacher=stream([s.teacher_prompt_ids for s in chosen], responses),
-                    **batch_labels(chosen, len(mine)),
+                    **batch_labels(chosen, total),
                 )
             )
     return batches

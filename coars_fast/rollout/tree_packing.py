@@ -17,7 +17,7 @@ loss sees the same rows, in the same order, as with flat packing (coars_fast/rol
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -121,8 +121,14 @@ def _bins(samples: Sequence[TurnSample], budget: int) -> list[list[int]]:
     return [[i for run in group for i in runs[run]] for group in first_fit_decreasing(sizes, budget)]
 
 
-def pack_trees(samples: Sequence[TurnSample], token_budget: int) -> list[PackedBatch]:
+def pack_trees(
+    samples: Sequence[TurnSample], token_budget: int, turns: Mapping[str, int] | None = None
+) -> list[PackedBatch]:
     """Like `pack`, with each stream a token tree of at most `token_budget` unique tokens."""
     return pack(
-        samples, token_budget, bins=lambda mine, budget: [sorted(b) for b in _bins(mine, budget)], stream=tree_stream
+        samples,
+        token_budget,
+        bins=lambda mine, budget: [sorted(b) for b in _bins(mine, budget)],
+        stream=tree_stream,
+        turns=turns,
     )

@@ -53,3 +53,16 @@ class Logbook:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+class NullLogbook:
+    """What ranks other than 0 log to: nothing (rank 0 logs the metrics merged over ranks)."""
+
+    def size(self) -> int:
+        return 0
+
+    def log(self, kind: str, step: int, values: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import torch
 
+from coars_fast.distributed import SINGLE, World, sum_counts, sum_gradients
 from coars_fast.kernels import coars_loss
 from coars_fast.models.packed_attention import packed_attention, tree_attention
+from coars_fast.rollout.collector import TurnSample
 from coars_fast.rollout.packing import PackedBatch, PackedStream
 from coars_fast.train.config import LossConfig
 
@@ -81,6 +83,27 @@ def accumulate_gradients(
         totals[f"credit_abs_{agent}"] = credit_abs[agent] / n
         totals[f"credit_clip_frac_{agent}"] = clipped[agent] / n
     return dict(totals)
+
+
+def gradients_of_step(
+    model,
+    samples: Sequence[TurnSample],
+    pack,
+    token_budget: int,
+    loss_cfg: LossConfig,
+    temperature: float,
+    device,
+    params: Sequence[torch.nn.Parameter],
+    world: World = SINGLE,
+) -> tuple[list[PackedBatch], dict]:
+    """Pack this rank's turns and accumulate their gradients; across ranks the token weights divide by
+    the whole step's turns per agent and the gradients are summed, so N ranks x k users give the
+    gradient of one process with all N k users. Returns this rank's batches and statistics."""
+    turns = sum_counts(Counter(s.agent for s in samples), world)
+    batches = pack(samples, token_budget, turns=turns)
+    stats = accumulate_gradients(model, batches, loss_cfg, temperature, device) if batches else {}
+    sum_gradients(params, world)
+    return batches, stats
 
 
 def adapter_parameters(model, agents: Sequence[str]) -> dict[str, list[torch.nn.Parameter]]:

@@ -27,6 +27,17 @@ from tqdm.auto import tqdm
 from coars_fast.cache import atomic_write
 from coars_fast.data import load_dataset, sasrec
 from coars_fast.data.candidates import CandidateBuilder
+from coars_fast.distributed import (
+    SINGLE,
+    World,
+    any_rank,
+    barrier,
+    check_divisible,
+    device_for,
+    gather,
+    main_first,
+    shard,
+)
 from coars_fast.errors import ConfigError, TrainingError
 from coars_fast.evaluation import EvalSettings, evaluate, write_result
 from coars_fast.kernels import active_backend
@@ -36,9 +47,9 @@ from coars_fast.rollout import Agents, PeerIndex, collect, pack, pack_trees, pad
 from coars_fast.train import faults
 from coars_fast.train.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from coars_fast.train.config import Config, to_dict
-from coars_fast.train.logbook import Logbook
+from coars_fast.train.logbook import Logbook, NullLogbook
 from coars_fast.train.run_folder import RunFolder
-from coars_fast.train.step import accumulate_gradients, adapter_parameters, clip_and_step
+from coars_fast.train.step import adapter_parameters, clip_and_step, gradients_of_step
 
 log = logging.getLogger(__name__)
 MAX_BAD_STEPS = 3
@@ -75,13 +86,19 @@ class Trainer:
         progress: bool = True,
         overwrite: bool = False,
         retrain_sasrec: bool = False,
+        world: World = SINGLE,
     ):
-        self.config, self.run_dir, self.progress, self.retrain_sasrec = config, run_dir, progress, retrain_sasrec
-        self.folder = RunFolder(run_dir, resume, overwrite)  # checked and locked before any expensive work
+        self.config, self.run_dir, self.retrain_sasrec, self.world = config, run_dir, retrain_sasrec, world
+        self.progress = progress and world.main
+        check_divisible(config.train.users_per_step, world)
+        # rank 0 owns the run folder: checked and locked before any expensive work
+        self.folder = RunFolder(run_dir, resume, overwrite) if world.main else None
+        barrier(world)  # the other ranks read it (a resumed checkpoint) only once rank 0 has checked it
         try:
             self._setup(resume)
         except BaseException:
-            self.folder.release()
+            if self.folder is not None:
+                self.folder.release()
             raise
 
     def _setup(self, resume: bool) -> None:
@@ -96,10 +113,17 @@ class Trainer:
                 f"config key 'train.users_per_step' is {config.train.users_per_step}, but the "
                 f"{self.dataset.name} train split has {train} episodes"
             )
-        self.sasrec = sasrec.load_or_train(self.dataset, progress=self.progress, retrain=self.retrain_sasrec)
+        self.sasrec = main_first(
+            self.world,
+            lambda: sasrec.load_or_train(
+                self.dataset, progress=self.progress, retrain=self.retrain_sasrec and self.world.main
+            ),
+        )
         self.peers = PeerIndex(self.sasrec, self.dataset) if config.train.peers else None
         self.candidates = CandidateBuilder(self.dataset, data.candidates, data.num_candidates, data.seed, self.sasrec)
-        base, tokenizer = load_model(config.model.name, config.model.device)
+        base, tokenizer = main_first(
+            self.world, lambda: load_model(config.model.name, device_for(self.world, config.model.device))
+        )
         self.device = next(base.parameters()).device
         self.pack = packer(config.train.packing, self.device)
         checkpoint = latest_checkpoint(run_dir) if resume else None
@@ -124,9 +148,14 @@ class Trainer:
             logged = state.get("metrics_bytes")  # None: a checkpoint from before this was recorded
             log.info("resumed from %s at step %d", checkpoint, self.step)
         # what was logged after the checkpoint is replayed now: one record per step, not two
-        self.logbook = Logbook(run_dir, config.tensorboard, keep_bytes=logged, purge_step=self.step + 1)
-        # written once everything loaded: a run that failed to start leaves no run behind
-        atomic_write(run_dir / "config.yaml", lambda p: p.write_text(yaml.safe_dump(to_dict(config), sort_keys=False)))
+        if self.world.main:
+            self.logbook = Logbook(run_dir, config.tensorboard, keep_bytes=logged, purge_step=self.step + 1)
+            # written once everything loaded: a run that failed to start leaves no run behind
+            atomic_write(
+                run_dir / "config.yaml", lambda p: p.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+            )
+        else:
+            self.logbook = NullLogbook()
         log.info("fused loss backend: %s on %s", active_backend(self.device), self.device)
 
     # -- evaluation ---------------------------------------------------------------------------------
@@ -142,8 +171,9 @@ class Trainer:
             seed=cfg.data.seed,
         )
         self.model.eval()
-        result = evaluate(self.greedy, self.dataset, settings, self.sasrec, self.peers, self.progress)
-        write_result(result, folder)
+        result = evaluate(self.greedy, self.dataset, settings, self.sasrec, self.peers, self.progress, self.world)
+        if self.world.main:
+            write_result(result, folder)
         agents = result["agents"]
         summary = {
             "hit_at_1": agents["hit_at_1"],
@@ -197,10 +227,15 @@ class Trainer:
     def train_step(self) -> dict | None:
         cfg = self.config
         train = self.dataset.split("train")
-        rng = np.random.default_rng(seed_step(cfg.train.seed, self.step))
+        seed = seed_step(cfg.train.seed, self.step)
+        rng = np.random.default_rng(seed)
         episodes = [train[i] for i in rng.choice(len(train), size=cfg.train.users_per_step, replace=False)]
+        episodes = shard(episodes, self.world)  # this rank's users; every rank drew the same list
+        if self.world.rank:
+            torch.manual_seed((seed + self.world.rank) % 2**63)  # its own samples, reproducibly
         started = time.perf_counter()
         self.model.eval()  # generation: no dropout
+        rollout = None
         try:
             rollout = collect(
                 self.sampler,
@@ -217,6 +252,7 @@ class Trainer:
             log.warning(
                 "step %d: non-finite logits while sampling rollouts (%s)", self.step + 1, str(err).splitlines()[0]
             )
+        if any_rank(rollout is None, self.world):  # every rank skips the step together
             return {
                 "skipped": True,
                 "skip_reason": "non-finite logits in rollout sampling",
@@ -225,15 +261,21 @@ class Trainer:
             }
         rolled = time.perf_counter()
         faults.point("rollout")
-        batches = self.pack(rollout.samples, cfg.train.token_budget)
         self.model.train()
-        stats = (
-            accumulate_gradients(self.model, batches, cfg.loss, cfg.generation.temperature, self.device)
-            if batches
-            else {}
+        batches, stats = gradients_of_step(
+            self.model,
+            rollout.samples,
+            self.pack,
+            cfg.train.token_budget,
+            cfg.loss,
+            cfg.generation.temperature,
+            self.device,
+            self.params,
+            self.world,
         )
         faults.point("update")
-        norms = clip_and_step(self.param_groups, self.optimizer, self.scheduler, cfg.optim.grad_clip) if batches else {}
+        stepped = any_rank(bool(batches), self.world)
+        norms = clip_and_step(self.param_groups, self.optimizer, self.scheduler, cfg.optim.grad_clip) if stepped else {}
         elapsed = time.perf_counter() - started
         metrics = {
             **rollout.stats,
@@ -247,7 +289,7 @@ class Trainer:
             "time_step": elapsed,
             "tokens_per_s": stats.get("tokens", 0) / max(1e-9, elapsed - (rolled - started)),
         }
-        return metrics
+        return merge_metrics(gather(metrics, self.world)) if self.world.distributed else metrics
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -255,7 +297,8 @@ class Trainer:
             return self._run()
         finally:
             self.logbook.close()
-            self.folder.release()
+            if self.folder is not None:
+                self.folder.release()
 
     def _run(self) -> dict:
         cfg = self.config
@@ -311,7 +354,8 @@ class Trainer:
             faults.point("final_resave")
             self._checkpoint()  # with the final evaluation recorded
         summary = {"steps": self.step, "train_minutes": self.train_seconds / 60, "evals": self.evals}
-        atomic_write(self.run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
+        if self.world.main:
+            atomic_write(self.run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
         return summary
 
     def _progress(self) -> float:
@@ -336,6 +380,8 @@ class Trainer:
         )
 
     def _checkpoint(self) -> None:
+        if not self.world.main:  # every rank holds the same weights; rank 0 writes them
+            return
         save_checkpoint(
             self.run_dir,
             self.step,
@@ -345,6 +391,30 @@ class Trainer:
             {"evals": self.evals, "train_seconds": self.train_seconds, "metrics_bytes": self.logbook.size()},
             keep=self.config.checkpoint.keep,
         )
+
+
+# Step metrics of several ranks: counts add up, times are the slowest rank's, the rest (rates and
+# means over equally many episodes per rank) are averaged.
+SUMMED = {"episodes", "turns_rec", "turns_user", "excluded_turns", "samples", "tokens", "tokens_flat"}
+
+
+def merge_metrics(parts: list[dict]) -> dict:
+    merged = {}
+    for key in dict.fromkeys(k for part in parts for k in part):
+        values = [part[key] for part in parts if key in part]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            merged[key] = any(values) if all(isinstance(v, bool) for v in values) else values[0]
+        elif key in SUMMED:
+            merged[key] = sum(values)
+        elif key.startswith("time_"):
+            merged[key] = max(values)
+        else:
+            merged[key] = sum(values) / len(values)
+    if "tokens" in merged and "time_step" in merged:
+        merged["tokens_per_s"] = merged["tokens"] / max(1e-9, merged["time_step"] - merged.get("time_rollout", 0.0))
+    if "tokens" in merged and "tokens_flat" in merged:
+        merged["token_ratio"] = merged["tokens"] / max(1, merged["tokens_flat"])
+    return merged
 
 
 def format_summary(summary: dict) -> str:
