@@ -1,0 +1,187 @@
+"""Data parallel over torch.distributed: 2 CPU processes (gloo) against one process.
+
+The rollouts of a step differ by rank (each rank samples its own users), so the update test fixes the
+turns: two users' turns, one user per rank, against one process with both."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from coars_fast.distributed import SINGLE, World, shard, unshard
+from coars_fast.rollout.collector import TurnSample
+from coars_fast.rollout.packing import pack
+from coars_fast.rollout.tree_packing import pack_trees
+from coars_fast.train.config import LossConfig
+from coars_fast.train.step import adapter_parameters, clip_and_step, gradients_of_step
+
+VOCAB, SEED = 500, 1234
+
+
+def _model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from coars_fast.models.lora import LoraSettings, add_agent_adapters
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+    )
+    base = LlamaForCausalLM(config).eval().requires_grad_(False)
+    torch.manual_seed(1)
+    return add_agent_adapters(base, LoraSettings(rank=4, alpha=8))
+
+
+def _user_turns(user: str, rec: int, users: int, rng: random.Random) -> list[TurnSample]:
+    """One user's turns of a step: `rec` Recommender and `users` User turns sharing a prompt prefix."""
+    prefix = [rng.randrange(3, VOCAB) for _ in range(rng.randrange(20, 40))]
+    out = []
+    for i in range(rec + users):
+        prompt = prefix + [rng.randrange(3, VOCAB) for _ in range(rng.randrange(2, 9))]
+        teacher = prompt[:-1] + [rng.randrange(3, VOCAB) for _ in range(rng.randrange(3, 9))] + prompt[-1:]
+        response = [rng.randrange(3, VOCAB) for _ in range(rng.randrange(1, 7))]
+        out.append(
+            TurnSample(
+                "rec" if i < rec else "user",
+                tuple(prompt),
+                tuple(teacher),
+                tuple(response),
+                tuple(-rng.random() for _ in response),
+                rng.uniform(-1, 1),
+                user,
+            )
+        )
+    return out
+
+
+def _steps() -> list[list[list[TurnSample]]]:
+    """Two steps, each two users' turns; the users have different turn counts per agent, so a rank
+    that divided by its own count instead of the step's would get another gradient."""
+    rng = random.Random(SEED)
+    return [[_user_turns("a", 5, 3, rng), _user_turns("b", 2, 4, rng)] for _ in range(2)]
+
+
+def _train(world: World, packing: str) -> dict[str, torch.Tensor]:
+    model = _model()
+    groups = adapter_parameters(model, ["rec", "user"])
+    params = [p for g in groups.values() for p in g]
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    packer = pack_trees if packing == "tree" else pack
+    for users in _steps():
+        mine = [turn for user in shard(users, world) for turn in user]
+        model.train()
+        gradients_of_step(model, mine, packer, 256, LossConfig(), 1.0, "cpu", params, world)
+        clip_and_step(groups, optimizer, scheduler, 1.0)
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def _rank(rank: int, size: int, init: str, out: str, packing: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=size)
+    try:
+        torch.save(_train(World(rank, size, rank), packing), os.path.join(out, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("packing", ["flat", "tree"])
+def test_two_ranks_with_one_user_each_equal_one_process_with_both(packing, tmp_path):
+    print(f"turns seed: {SEED}")
+    mp.spawn(_rank, args=(2, str(tmp_path / "init"), str(tmp_path), packing), nprocs=2)
+    single = _train(SINGLE, packing)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    moved = max((single[n] - _model().state_dict()[n]).abs().max().item() for n in single)
+    assert moved > 1e-3  # two real updates happened
+    for weights in ranks:
+        assert weights.keys() == single.keys()
+        worst = max((weights[n] - single[n]).abs().max().item() for n in single)
+        assert worst <= 1e-5, worst
+    assert all(torch.equal(ranks[0][n], ranks[1][n]) for n in single)  # identical weights everywhere
+
+
+def test_shard_and_unshard_are_inverse():
+    items = list(range(11))
+    shares = [shard(items, World(r, 3, r)) for r in range(3)]
+    assert shares[0] == [0, 3, 6, 9] and shares[2] == [2, 5, 8]
+    assert unshard(shares, len(items)) == items
+
+
+def test_a_world_that_cannot_share_the_users_is_a_clear_error():
+    from coars_fast.distributed import check_divisible
+    from coars_fast.errors import ConfigError
+
+    check_divisible(4, World(0, 2, 0))
+    with pytest.raises(ConfigError, match="train.users_per_step is 3, which 2 ranks cannot share evenly"):
+        check_divisible(3, World(0, 2, 0))
+
+
+def _torchrun(*args, cwd, timeout=300):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    return subprocess.run(
+        [*command, "-m", "coars_fast", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.slow
+def test_a_two_rank_run_trains_checkpoints_and_resumes(tiny_model_dir, cyclic_dataset, tmp_path):
+    out = tmp_path / "run"
+    common = ["--model", tiny_model_dir, "--set", "generation.max_new_tokens=6", "--set", "rollout.max_turns=2"]
+    first = _torchrun(
+        "train",
+        "--dataset",
+        "jsonl",
+        "--data-dir",
+        tmp_path / "cyclic",
+        *common,
+        "--steps",
+        "2",
+        "--eval-users",
+        "4",
+        "--set",
+        "eval.f1_users=2",
+        "--set",
+        "train.users_per_step=2",
+        "--set",
+        "train.minutes=null",
+        "--set",
+        "checkpoint.every=2",
+        "--set",
+        "tensorboard=false",
+        "--out",
+        out,
+        cwd=tmp_path,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.count("run folder:") == 1 and "(2 ranks)" in first.stdout  # rank 0 alone speaks
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in steps if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [1, 2]  # one record per step, not one per rank
+    assert all(r["episodes"] == 2 * 2 for r in train)  # both ranks' users: 2 users x G = 2
+    assert (out / "checkpoints" / "step-000002" / "adapters" / "rec").is_dir()
+    final = json.loads((out / "eval-final" / "summary.json").read_text())
+    assert final["agents"]["episodes"] == 4 and final["user_f1"]["users"] == 2
+    resumed = _torchrun("train", "--resume", out, "--steps", "3", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    train = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+    assert [r["step"] for r in train] == [1, 2, 3]
+    assert json.loads((out / "summary.json").read_text())["steps"] == 3
