@@ -62,6 +62,30 @@ def peak_extra_bytes(case, impl, shape, dtype, device, fn=None, inputs=None, scr
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_extra_bytes"]
 
 
+def peak_extra_bytes_each(case, names, shape, dtype, device, fns=None, inputs=None, script=CASES_SCRIPT, at_once=2):
+    """`peak_extra_bytes` of every implementation in `names`. On CPU the fresh processes run
+    `at_once` at a time: a high-water mark is per process, so running side by side changes only how
+    long they take (about half the bench's wall time went to them one by one)."""
+    if device.type == "cuda":
+        return {name: peak_extra_bytes(case, name, shape, dtype, device, fns[name], inputs) for name in names}
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
+    pending, running, out = list(names), {}, {}
+    while pending or running:
+        while pending and len(running) < at_once:
+            name = pending.pop(0)
+            command = [sys.executable, str(script), case, name, shape, dtype]
+            running[name] = subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        name = next(iter(running))
+        process = running.pop(name)
+        stdout, stderr = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"memory run of {case}/{name} failed:\n{stderr[-3000:]}")
+        out[name] = json.loads(stdout.strip().splitlines()[-1])["peak_extra_bytes"]
+    return out
+
+
 def _resident_kib(field):
     with open("/proc/self/status") as status:
         for line in status:

@@ -9,7 +9,7 @@ they came from are kept in bench/RESULTS.md. Weight passes (one pass = one N x D
 import pytest
 import torch
 from cases import IMPLEMENTATIONS, SHAPES, make_inputs
-from measure import interleaved_medians, peak_extra_bytes
+from measure import interleaved_medians, peak_extra_bytes_each
 
 # Weight passes each implementation executes per step with a frozen head, per device type where they
 # differ: our C++/torch backends hold the Jacobian from the forward, Triton streams (recomputed
@@ -71,11 +71,8 @@ def _run_case(benchmark, case, device, shape, dtype, smoke, names):
     # pytest-benchmark keeps its own record of ours alone (for --benchmark-compare across commits).
     benchmark.pedantic(impls["ours"], args=(x,), rounds=rounds, iterations=1)
     dtype_name = str(dtype).removeprefix("torch.")
-    memory = {
-        name: peak_extra_bytes(case, name, shape, dtype_name, device, fn=impls[name], inputs=x)
-        for name in impls
-        if name != "gemm-floor"
-    }
+    names = [name for name in impls if name != "gemm-floor"]
+    memory = peak_extra_bytes_each(case, names, shape, dtype_name, device, fns=impls, inputs=x)
 
     s = SHAPES[shape]
     flop_per_pass = 2 * s["n"] * s["d"] * s["v"]

@@ -4,7 +4,7 @@ less memory (at the real size; the smoke size only checks that both run and agre
 
 import pytest
 import torch
-from measure import interleaved_medians, peak_extra_bytes
+from measure import interleaved_medians, peak_extra_bytes_each
 from train_step_cases import CUDA_IMPLEMENTATIONS, IMPLEMENTATIONS, make_inputs
 
 SCRIPT = __import__("train_step_cases").__file__
@@ -38,10 +38,7 @@ def _run(benchmark, size, impls, smoke):
     times = interleaved_medians(impls, x, rounds, device=device)
     benchmark.pedantic(impls["ours"], args=(x,), rounds=1, iterations=1)  # the ratios come from `times`
     dtype_name = str(dtype).removeprefix("torch.")
-    memory = {
-        name: peak_extra_bytes("train-step", name, size, dtype_name, device, fn=impls[name], inputs=x, script=SCRIPT)
-        for name in impls
-    }
+    memory = peak_extra_bytes_each("train-step", list(impls), size, dtype_name, device, impls, x, script=SCRIPT)
     tokens = sum(len(s.prompt_ids) + len(s.teacher_prompt_ids) + 2 * len(s.response_ids) for s in x["samples"])
     rows = {
         name: dict(

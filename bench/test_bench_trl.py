@@ -3,7 +3,7 @@ with TRL's own fused head against TRL's head routed to coars-fast. Reports time 
 ratios measured in the same run; asserts the two sides agree and that routing to coars-fast is not
 slower."""
 
-from measure import interleaved_medians, peak_extra_bytes
+from measure import interleaved_medians, peak_extra_bytes_each
 from trl_cases import IMPLEMENTATIONS, make_inputs
 
 SCRIPT = __import__("trl_cases").__file__
@@ -23,7 +23,7 @@ def test_trl_grpo_logprobs_with_and_without_coars_kernels(benchmark, smoke):
     rounds = 1 if smoke else 3
     times = interleaved_medians(impls, x, rounds, warmup=0, device=x["device"])  # warmed by the check above
     benchmark.pedantic(impls["coars-fast"], args=(x,), rounds=1, iterations=1)  # ratios come from `times`
-    memory = {name: peak_extra_bytes("trl", name, size, "float32", x["device"], script=SCRIPT) for name in impls}
+    memory = peak_extra_bytes_each("trl", list(impls), size, "float32", x["device"], script=SCRIPT)
     rows = {
         name: dict(
             median_s=round(times[name], 3),

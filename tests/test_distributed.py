@@ -6,8 +6,11 @@ turns: two users' turns, one user per rank, against one process with both."""
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,6 +132,42 @@ def test_a_world_that_cannot_share_the_users_is_a_clear_error():
         check_divisible(3, World(0, 2, 0))
 
 
+def _evaluate(world: World, model_dir: str, data_dir: str) -> dict:
+    from coars_fast.data import load_dataset
+    from coars_fast.evaluation import EvalSettings, evaluate
+    from coars_fast.models import GenerationSettings, add_agent_adapters, load_model
+    from coars_fast.rollout import Agents
+
+    model, tokenizer = load_model(model_dir, "cpu")
+    agents = Agents(add_agent_adapters(model), tokenizer, GenerationSettings(max_new_tokens=8, reason_tokens=4))
+    settings = EvalSettings(num_users=5, f1_users=3, max_turns=2)
+    result = evaluate(agents, load_dataset("jsonl", data_dir), settings, progress=False, world=world)
+    return {"agents": result["agents"], "user_f1": result["user_f1"], "transcripts": result["transcripts"]}
+
+
+def _evaluating_rank(rank: int, size: int, init: str, out: str, model_dir: str, data_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=size)
+    try:
+        result = _evaluate(World(rank, size, rank), model_dir, data_dir)
+        (Path(out) / f"eval{rank}.json").write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_evaluation_equals_one_process(tiny_model_dir, cyclic_dataset, tmp_path):
+    """Five users over two ranks (3 + 2; F1: 2 + 1): the same episodes, Hit@1, ValidRatio and F1."""
+    data = str(tmp_path / "cyclic")
+    mp.spawn(_evaluating_rank, args=(2, str(tmp_path / "init"), str(tmp_path), str(tiny_model_dir), data), nprocs=2)
+    single = json.loads(json.dumps(_evaluate(SINGLE, str(tiny_model_dir), data)))
+    for rank in range(2):
+        sharded = json.loads((tmp_path / f"eval{rank}.json").read_text())
+        assert sharded["agents"] == single["agents"]
+        assert sharded["user_f1"] == single["user_f1"] and single["user_f1"]["users"] == 3
+        assert [t["episode_id"] for t in sharded["transcripts"]] == [t["episode_id"] for t in single["transcripts"]]
+        assert sharded["transcripts"] == single["transcripts"]
+
+
 def _torchrun(*args, cwd, timeout=300):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
@@ -185,3 +224,51 @@ def test_a_two_rank_run_trains_checkpoints_and_resumes(tiny_model_dir, cyclic_da
     train = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
     assert [r["step"] for r in train] == [1, 2, 3]
     assert json.loads((out / "summary.json").read_text())["steps"] == 3
+
+
+def _worker(launcher: subprocess.Popen, rank: int) -> int | None:
+    """The PID of the launcher's worker process with this LOCAL_RANK, once it runs."""
+    for proc in Path("/proc").iterdir():
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == launcher.pid and f"LOCAL_RANK={rank}".encode() in environ:
+            return int(proc.name)
+    return None
+
+
+@pytest.mark.slow
+def test_a_killed_rank_stops_the_run_and_resume_continues(tiny_model_dir, cyclic_dataset, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "jsonl", "--data-dir", tmp_path / "cyclic", "--model", tiny_model_dir]
+    args += ["--steps", "6", "--eval-users", "2", "--set", "eval.f1_users=0", "--set", "train.minutes=null"]
+    args += ["--set", "generation.max_new_tokens=6", "--set", "rollout.max_turns=2", "--set", "checkpoint.every=2"]
+    args += ["--set", "tensorboard=false", "--set", "eval.initial=false", "--out", out]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen(
+        [*command, "coars_fast", *map(str, args)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoints" / "step-000002").is_dir():  # killed after a checkpoint, mid-run
+        assert launcher.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.5)
+    victim = _worker(launcher, 1)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode != 0 and time.monotonic() - killed < 120
+    assert "local_rank: 1" in stderr and "Signal 9 (SIGKILL)" in stderr  # torchrun names the lost rank
+    assert not (out / "summary.json").exists()
+    resumed = _torchrun("train", "--resume", out, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    train = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6]
