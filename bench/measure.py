@@ -53,13 +53,7 @@ def peak_extra_bytes(case, impl, shape, dtype, device, fn=None, inputs=None, scr
         fn(inputs)
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="65536")
-    result = subprocess.run(
-        [sys.executable, str(script), case, impl, shape, dtype], env=env, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"memory run of {case}/{impl} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])["peak_extra_bytes"]
+    return peak_extra_bytes_each(case, [impl], shape, dtype, device, script=script)[impl]
 
 
 def peak_extra_bytes_each(case, names, shape, dtype, device, fns=None, inputs=None, script=CASES_SCRIPT, at_once=2):

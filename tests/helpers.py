@@ -1,6 +1,7 @@
 """Plain helpers shared by tests (imported as `helpers`; fixtures stay in conftest.py)."""
 
 import json
+from types import SimpleNamespace
 
 
 def write_jsonl(folder, items, sequences):
@@ -15,14 +16,16 @@ def write_jsonl(folder, items, sequences):
     return folder
 
 
-def tiny_llama(tokenizer, hidden=64, layers=2, seed=0):
-    """A randomly initialised Llama with the real tokenizer's vocabulary: fast and fully real code paths."""
+def tiny_llama(tokenizer=None, hidden=64, layers=2, seed=0, vocab=None):
+    """A randomly initialised Llama with the real tokenizer's vocabulary (or, with no tokenizer, `vocab`
+    token ids and no special ones): fast and fully real code paths."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
+    special = tokenizer or SimpleNamespace(bos_token_id=None, eos_token_id=None, pad_token_id=None)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=len(tokenizer) if tokenizer is not None else vocab,
         hidden_size=hidden,
         intermediate_size=2 * hidden,
         num_hidden_layers=layers,
@@ -30,10 +33,10 @@ def tiny_llama(tokenizer, hidden=64, layers=2, seed=0):
         num_key_value_heads=2,
         max_position_embeddings=4096,
         tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=special.bos_token_id,
+        eos_token_id=special.eos_token_id,
+        pad_token_id=special.pad_token_id,
     )
     model = LlamaForCausalLM(config).eval()
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.eos_token_id = special.eos_token_id
     return model.requires_grad_(False)

@@ -28,22 +28,11 @@ VOCAB, SEED = 500, 1234
 
 
 def _model():
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from helpers import tiny_llama
 
     from coars_fast.models.lora import LoraSettings, add_agent_adapters
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-    )
-    base = LlamaForCausalLM(config).eval().requires_grad_(False)
+    base = tiny_llama(hidden=32, vocab=VOCAB)
     torch.manual_seed(1)
     return add_agent_adapters(base, LoraSettings(rank=4, alpha=8))
 

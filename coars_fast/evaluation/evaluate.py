@@ -139,10 +139,9 @@ def evaluate(
             dataset, [c.episode for c in cases], builder.build([c.episode for c in cases]), settings.max_turns
         )
         lookup = peers.lookup({c.episode.episode_id: c.episode for c in cases}) if peers else None
-        mine = shard(range(len(cases)), world)
-        f1_states = shard(f1_states, world)
+        f1_states = shard(f1_states, world)  # each rank asks its share; the answer counts add up
         run_episodes(agents, f1_states, lookup, progress, desc="user-agent F1 episodes")
-        counts = ask_preferences(agents, dataset, [cases[i] for i in mine], f1_states)["counts"]
+        counts = ask_preferences(agents, dataset, shard(cases, world), f1_states)["counts"]
         result["user_f1"] = preference_scores(sum_counts(counts, world), len(cases))
         result["seconds"]["user_f1"] = time.monotonic() - f1_started
     result["seconds"]["total"] = time.monotonic() - started
