@@ -142,12 +142,47 @@ def test_turn_baseline_compares_turns_of_the_same_number(smol_tokenizer, toy):
     rollout = collect(agents, ds, episodes[:1], cands[:1], settings, RewardSettings())
     assert [[t.hit for t in s.turns] for s in rollout.states] == [[True], [False, True]]
     # by hand: episode 1 hits at turn 1 (rec 1.0 * 0.95, user 0.8); episode 2 misses at turn 1 (rec
-    # -0.65, user -(0.6 - 1) = 0.4), then hits (rec 0.95 * 0.9, user 0.8). Turn 1 mean: rec 0.15.
-    # The User's turn 1 answers saw the true item (episode 1) and a wrong one (episode 2): each is
-    # compared only with answers to an item as true as its own, here none, so advantage 0; turn 2 was
-    # reached by episode 2 alone: its own reward, advantage 0.
+    # -0.65, user -(0.6 - 1) = 0.4), then hits (rec 0.95 * 0.9, user 0.8). Turn 1 mean: rec 0.15;
+    # turn 2 was reached by episode 2 alone: its own reward, advantage 0. The User's answers are
+    # compared with the step's other answers to an item as true as their own: the two true-item
+    # answers with each other (0.8 - 0.8), the one wrong-item answer with none (its reward, 0.4).
     assert [x.agent for x in rollout.samples] == ["rec", "user", "rec", "user", "rec", "user"]
-    assert [x.reward for x in rollout.samples] == pytest.approx([0.8, 0.0, -0.8, 0.0, 0.0, 0.0])
+    assert [x.reward for x in rollout.samples] == pytest.approx([0.8, 0.0, -0.8, 0.4, 0.0, 0.0])
+
+
+def test_turn_baseline_pools_the_users_answers_over_the_step(smol_tokenizer, toy):
+    """The User's true-item answers are few (a true item is mostly shown once per user and turn): its
+    turn baseline is the mean of the step's other answers to items as true as its own, across users
+    and turn numbers, so that accepting a true item is reinforced (docs/RESULTS.md: without it the
+    User learnt to reject everything)."""
+    ds, episodes, cands = toy
+    # states in order e1#0, e1#1, e2#0, e2#1; turn 1: Suede (e1's target), Keane, Muse (e2's), Keane;
+    # turn 2 (the two that missed): Suede (hit), Pulp (miss)
+    picks = iter([" Suede", " Keane", " Muse", " Keane", " Suede", " Pulp"])
+    suggestion = lambda chat: chat[1]["content"].rsplit("The recommender now suggests", 1)[-1]  # noqa: E731
+    replies = {"Suede": " click\nScore: 0.9", "Muse": " click\nScore: 0.8", "Keane": " skip\nScore: 0.3"}
+    agents = ScriptedAgents(
+        smol_tokenizer,
+        rec=lambda chat: next(picks),
+        user=lambda chat: next((r for t, r in replies.items() if f'"{t}"' in suggestion(chat)), " dislike\nScore: 0.1"),
+    )
+    settings = RolloutSettings(group_size=2, max_turns=2, baseline="turn")
+    rollout = collect(agents, ds, episodes, cands, settings, RewardSettings())
+    assert [[(t.item, t.hit) for t in s.turns] for s in rollout.states] == [
+        [(2, True)],
+        [(5, False), (2, True)],
+        [(4, True)],
+        [(5, False), (1, False)],
+    ]
+    # User rewards by hand (Eq. 8, q = 0): true item accepted with s: 2s - 1 (Suede 0.8, Muse 0.6);
+    # wrong item refused with s: 1 - 2s (Keane 0.4, Pulp 0.8). True pool {0.8, 0.8, 0.6}, wrong pool
+    # {0.4, 0.4, 0.8}; each answer minus the mean of the other two.
+    user = [x.reward for x in rollout.samples if x.agent == "user"]
+    assert user == pytest.approx([0.8 - 0.7, 0.4 - 0.6, 0.8 - 0.7, 0.6 - 0.8, 0.4 - 0.6, 0.8 - 0.4])
+    # Recommender, per user and turn number: e1 turn 1 {0.95, -0.65}, e2 turn 1 {0.9, -0.65}; the
+    # second turns are alone (advantage 0)
+    rec = [x.reward for x in rollout.samples if x.agent == "rec"]
+    assert rec == pytest.approx([0.8, -0.8, 0.0, 0.775, -0.775, 0.0])
 
 
 def test_known_likes_reach_the_rewards_through_the_collector(smol_tokenizer, toy):

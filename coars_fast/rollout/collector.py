@@ -27,11 +27,11 @@ class RolloutSettings:
     group_size: int = 2  # G sampled episodes per training user
     max_turns: int = 5
     diagnosis: str = "template"  # "self": the agent writes its own diagnosis
-    # "group": subtract the mean reward of the user's G episodes; "turn": the mean of those episodes'
-    # turns of the same number (a turn only one episode reached gets 0; for the User, of the turns of
-    # that number whose item was as true or false as this one). "group" mixes turns whose
-    # rewards differ by the stage discount alone, so in a group that never hits it still rewards late
-    # turns and punishes first ones; "turn" compares like with like.
+    # "group": subtract the mean reward of the user's G episodes; "turn": for the Recommender, the mean
+    # of those episodes' turns of the same number (a turn only one episode reached gets 0); for the
+    # User, the mean of the step's other answers to an item as true or false as this one (none: 0).
+    # "group" mixes turns whose rewards differ by the stage discount alone, so in a group that never
+    # hits it still rewards late turns and punishes first ones; "turn" compares like with like.
     baseline: str = "none"
     train_agents: tuple[str, ...] = ("rec", "user")
     # Grounded answers: a token the trie forced (the only allowed continuation of a title or action, or
@@ -97,7 +97,7 @@ def collect(
                 raw.append(("user", state, turn, r.user))
     baseline = _baselines(raw, settings.baseline)
     samples = []
-    for agent, state, turn, reward in raw:
+    for (agent, state, turn, reward), base in zip(raw, baseline):
         if agent not in settings.train_agents:
             continue
         output = turn.rec_output if agent == "rec" else turn.user_output
@@ -111,7 +111,7 @@ def collect(
                 teacher_prompt_ids=tuple(encode_chat(agents.tokenizer, teacher)),
                 response_ids=tuple(output.ids),
                 old_logprobs=tuple(output.logprobs),
-                reward=reward - baseline[_baseline_key(settings.baseline, agent, state, turn)],
+                reward=reward - base,
                 group=_group(state),
                 forced=() if settings.train_forced else tuple(getattr(output, "forced", ())),
             )
@@ -124,22 +124,36 @@ def _group(state: EpisodeState) -> str:
 
 
 def _baseline_key(kind: str, agent: str, state: EpisodeState, turn) -> tuple:
+    if kind == "turn" and agent == "user":
+        # The User's state is the item it was shown: its answers to the true item and to a wrong one
+        # are compared among themselves (whether the item is true is not its choice), over the whole
+        # step. Mixed, a step that mostly misses would pay "reject" on the true item too; per user and
+        # turn number, a true item is mostly shown once, its advantage 0, and accepting it is never
+        # reinforced: the User learnt to reject everything (docs/RESULTS.md).
+        return (agent, turn.hit)
     if kind == "turn":
-        # The User's state includes the item it was shown: its answers to the true item and to a wrong
-        # one are compared among themselves (whether the item is the true one is not its choice).
-        # Mixed, a group that mostly misses would pay "reject" on the true item too.
-        return (_group(state), agent, turn.number) + ((turn.hit,) if agent == "user" else ())
+        return (_group(state), agent, turn.number)
     return (_group(state), agent) if kind == "group" else ()
 
 
-def _baselines(raw, kind: str) -> dict:
-    """The value subtracted from each kept turn's reward, by _baseline_key (0 without a baseline)."""
+def _baselines(raw, kind: str) -> list[float]:
+    """The value subtracted from each kept turn's reward (0 without a baseline). The User's turn
+    baseline leaves the answer itself out (RLOO): with few true items in a step, its own reward would
+    shrink the advantage it is measured by, to 0 when it is alone."""
     if kind == "none":
-        return defaultdict(float)
+        return [0.0] * len(raw)
+    keys = [_baseline_key(kind, agent, state, turn) for agent, state, turn, _ in raw]
     by_key = defaultdict(list)
-    for agent, state, turn, reward in raw:
-        by_key[_baseline_key(kind, agent, state, turn)].append(reward)
-    return defaultdict(float, {key: statistics.fmean(values) for key, values in by_key.items()})
+    for key, (*_, reward) in zip(keys, raw):
+        by_key[key].append(reward)
+    out = []
+    for key, (agent, *_, reward) in zip(keys, raw):
+        values = by_key[key]
+        if kind == "turn" and agent == "user":
+            out.append((sum(values) - reward) / (len(values) - 1) if len(values) > 1 else 0.0)
+        else:
+            out.append(statistics.fmean(values))
+    return out
 
 
 def _diagnoses(agents: Agents, states: Sequence[EpisodeState], settings: RolloutSettings) -> dict:
