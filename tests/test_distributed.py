@@ -16,8 +16,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from safetensors.torch import load_file
 
 from coars_fast.distributed import SINGLE, World, shard, unshard
+from coars_fast.distributed.fsdp import decoder_layers, gathered, local, shard_layers
 from coars_fast.rollout.collector import TurnSample
 from coars_fast.rollout.packing import pack
 from coars_fast.rollout.tree_packing import pack_trees
@@ -66,9 +68,10 @@ def _steps() -> list[list[list[TurnSample]]]:
     return [[_user_turns("a", 5, 3, rng), _user_turns("b", 2, 4, rng)] for _ in range(2)]
 
 
-def _train(world: World, packing: str) -> dict[str, torch.Tensor]:
+def _train(world: World, packing: str, fsdp: bool = False, report: dict | None = None) -> dict[str, torch.Tensor]:
     model = _model()
-    groups = adapter_parameters(model, ["rec", "user"])
+    units = shard_layers(model, world) if fsdp else []
+    groups = adapter_parameters(model, ["rec", "user"])  # after sharding: the sharded parameters
     params = [p for g in groups.values() for p in g]
     optimizer = torch.optim.AdamW(params, lr=1e-2)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
@@ -76,16 +79,28 @@ def _train(world: World, packing: str) -> dict[str, torch.Tensor]:
     for users in _steps():
         mine = [turn for user in shard(users, world) for turn in user]
         model.train()
-        gradients_of_step(model, mine, packer, 256, LossConfig(), 1.0, "cpu", params, world)
+        batches, _ = gradients_of_step(model, mine, packer, 64, LossConfig(), 1.0, "cpu", params, world, fsdp)
         clip_and_step(groups, optimizer, scheduler, 1.0)
-    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+        if report is not None:
+            report.setdefault("batches", []).append(sorted(b.agent for b in batches))
+    if report is not None:  # bytes of decoder-layer weights this rank holds
+        layers = decoder_layers(model)
+        report["layer_bytes"] = sum(local(p).numel() * p.element_size() for p in layers.parameters())
+    with gathered(units):
+        return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
 
 
 def _rank(rank: int, size: int, init: str, out: str, packing: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=size)
     try:
-        torch.save(_train(World(rank, size, rank), packing), os.path.join(out, f"rank{rank}.pt"))
+        world = World(rank, size, rank)
+        torch.save(_train(world, packing), os.path.join(out, f"rank{rank}.pt"))
+        if packing == "flat":  # and sharded (FSDP2) on the same turns, with what each rank holds
+            report = {}
+            torch.save(_train(world, packing, True, report), os.path.join(out, f"fsdp{rank}.pt"))
+            _train(world, packing, False, report.setdefault("replicated", {}))
+            Path(out, f"fsdp{rank}.json").write_text(json.dumps(report))
     finally:
         dist.destroy_process_group()
 
@@ -103,6 +118,19 @@ def test_two_ranks_with_one_user_each_equal_one_process_with_both(packing, tmp_p
         worst = max((weights[n] - single[n]).abs().max().item() for n in single)
         assert worst <= 1e-5, worst
     assert all(torch.equal(ranks[0][n], ranks[1][n]) for n in single)  # identical weights everywhere
+    if packing != "flat":
+        return
+    # FSDP2: the same weights as data parallel, the decoder layers' weights split over the ranks
+    sharded = [torch.load(tmp_path / f"fsdp{r}.pt") for r in range(2)]
+    reports = [json.loads((tmp_path / f"fsdp{r}.json").read_text()) for r in range(2)]
+    for r, (weights, report) in enumerate(zip(sharded, reports)):
+        worst = max((weights[n] - ranks[r][n]).abs().max().item() for n in single)
+        held, whole_layers = report["layer_bytes"], report["replicated"]["layer_bytes"]
+        print(f"rank {r}: FSDP2 vs data parallel {worst:.1e}; layer weights held {held} of {whole_layers} bytes")
+        assert worst <= 1e-5, worst
+        assert abs(held - whole_layers / 2) <= 0.01 * whole_layers
+    # the ranks ran different numbers of micro-batches of their own, so padding kept them in step
+    assert reports[0]["batches"] != reports[1]["batches"], reports[0]["batches"]
 
 
 def test_shard_and_unshard_are_inverse():
@@ -171,9 +199,11 @@ def _torchrun(*args, cwd, timeout=300):
 
 
 @pytest.mark.slow
-def test_a_two_rank_run_trains_checkpoints_and_resumes(tiny_model_dir, cyclic_dataset, tmp_path):
+@pytest.mark.parametrize("fsdp", [False, True], ids=["replicated", "fsdp"])
+def test_a_two_rank_run_trains_checkpoints_and_resumes(fsdp, tiny_model_dir, cyclic_dataset, tmp_path):
     out = tmp_path / "run"
     common = ["--model", tiny_model_dir, "--set", "generation.max_new_tokens=6", "--set", "rollout.max_turns=2"]
+    common += ["--set", f"distributed.fsdp={str(fsdp).lower()}"]
     first = _torchrun(
         "train",
         "--dataset",
@@ -201,11 +231,17 @@ def test_a_two_rank_run_trains_checkpoints_and_resumes(tiny_model_dir, cyclic_da
     )
     assert first.returncode == 0, first.stderr[-3000:]
     assert first.stdout.count("run folder:") == 1 and "(2 ranks)" in first.stdout  # rank 0 alone speaks
+    assert ("decoder layers sharded over 2 ranks" in first.stderr + first.stdout) == fsdp
     steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in steps if r["kind"] == "train"]
     assert [r["step"] for r in train] == [1, 2]  # one record per step, not one per rank
     assert all(r["episodes"] == 2 * 2 for r in train)  # both ranks' users: 2 users x G = 2
-    assert (out / "checkpoints" / "step-000002" / "adapters" / "rec").is_dir()
+    saved = out / "checkpoints" / "step-000002" / "adapters" / "rec"
+    rank = json.loads((saved / "adapter_config.json").read_text())["r"]
+    weights = load_file(saved / "adapter_model.safetensors")
+    # whole LoRA matrices (a sharded save would hold half of the rows), trained (B starts at 0)
+    assert all(w.shape[0 if ".lora_A." in n else 1] == rank for n, w in weights.items()), rank
+    assert any(w.abs().sum() > 0 for n, w in weights.items() if ".lora_B." in n)
     final = json.loads((out / "eval-final" / "summary.json").read_text())
     assert final["agents"]["episodes"] == 4 and final["user_f1"]["users"] == 2
     resumed = _torchrun("train", "--resume", out, "--steps", "3", cwd=tmp_path)

@@ -46,9 +46,11 @@ def add_agent_adapters(model, settings: LoraSettings = LoraSettings()):
     return peft_model
 
 
-def save_agent_adapters(peft_model, folder: str | Path) -> None:
-    # PEFT writes each adapter not named "default" to <folder>/<name>/.
-    peft_model.save_pretrained(Path(folder), selected_adapters=list(AGENTS))
+def save_agent_adapters(peft_model, folder: str | Path, state_dict: dict | None = None) -> None:
+    """PEFT writes each adapter not named "default" to <folder>/<name>/. `state_dict`: the LoRA
+    weights to write instead of the model's own (sharded models: their gathered whole values)."""
+    kwargs = {"state_dict": state_dict} if state_dict is not None else {}
+    peft_model.save_pretrained(Path(folder), selected_adapters=list(AGENTS), **kwargs)
 
 
 def load_agent_adapters(model, folder: str | Path, trainable: bool = False):

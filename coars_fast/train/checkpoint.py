@@ -40,15 +40,27 @@ def _sync_tree(folder: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(run_dir: Path, step: int, model, optimizer, scheduler, extra: dict, keep: int = 2) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model,
+    optimizer,
+    scheduler,
+    extra: dict,
+    keep: int = 2,
+    whole: tuple[dict, dict] | None = None,
+) -> Path:
+    """`whole`: (LoRA weights, optimizer state) gathered from a sharded model, written in place of
+    the model's and optimizer's own, so that any world size, sharded or not, resumes from them."""
     folder = run_dir / "checkpoints"
     final = folder / f"step-{step:06d}"
     tmp = folder / f".step-{step:06d}.tmp"
     old = folder / f".step-{step:06d}.old"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_agent_adapters(model, tmp / "adapters")
-    state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **extra}
+    adapters, optimizer_state = whole if whole is not None else (None, optimizer.state_dict())
+    save_agent_adapters(model, tmp / "adapters", adapters)
+    state = {"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(), **extra}
     faults.point("checkpoint.adapters_written")
     torch.save(state, tmp / STATE_FILE)
     _sync_tree(tmp)

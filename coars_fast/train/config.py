@@ -151,6 +151,13 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    # Under torchrun: shard every decoder layer over the ranks with FSDP2 (a base that does not fit
+    # one device beside its activations); off: every rank holds the whole base (docs/DISTRIBUTED.md)
+    fsdp: bool = False
+
+
+@dataclass(frozen=True)
 class CheckpointConfig:
     every: int = 2  # steps between checkpoints (and always at the end)
     keep: int = 2
@@ -172,6 +179,7 @@ class Config:
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    distributed: DistributedConfig = DistributedConfig()
     out: str | None = None  # run folder; default runs/<dataset>-<time>
     tensorboard: bool = True
 

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
-from coars_fast.distributed import SINGLE, World, sum_counts, sum_gradients
+from coars_fast.distributed import SINGLE, World, gather, sum_counts, sum_gradients
+from coars_fast.distributed.fsdp import is_sharded, local, whole
 from coars_fast.kernels import coars_loss
 from coars_fast.models.packed_attention import packed_attention, tree_attention
 from coars_fast.rollout.collector import TurnSample
@@ -43,14 +44,22 @@ def response_hidden(decoder, stream: PackedStream) -> torch.Tensor:
 
 
 def accumulate_gradients(
-    model, batches: Sequence[PackedBatch], loss_cfg: LossConfig, temperature: float, device
+    model,
+    batches: Sequence[PackedBatch],
+    loss_cfg: LossConfig,
+    temperature: float,
+    device,
+    padding: Sequence[PackedBatch] = (),
 ) -> dict:
-    """Forward + backward over every micro-batch; returns per-agent statistics and timings."""
+    """Forward + backward over every micro-batch, agent by agent; returns per-agent statistics and
+    timings. `padding`: zero-weight micro-batches run in their agent's turn and left out of the
+    statistics (they keep sharded ranks in step: `padding_batches`)."""
     decoder, head = decoder_and_head(model)
     totals = defaultdict(float)
     credit_abs, clipped, tokens = defaultdict(float), defaultdict(float), defaultdict(int)
-    for batch in sorted(batches, key=lambda b: b.agent):
-        batch = batch.to(device)
+    pads = {id(b) for b in padding}
+    for batch in sorted([*batches, *padding], key=lambda b: b.agent):
+        is_pad, batch = id(batch) in pads, batch.to(device)
         model.set_adapter(batch.agent)
         started = time.perf_counter()
         with torch.no_grad():
@@ -71,6 +80,8 @@ def accumulate_gradients(
             ppo_clip=loss_cfg.ppo_clip,
         )
         loss.backward()
+        if is_pad:
+            continue
         totals["time_teacher"] += between - started
         totals["time_student"] += time.perf_counter() - between
         totals[f"loss_{batch.agent}"] += loss.item()
@@ -95,15 +106,36 @@ def gradients_of_step(
     device,
     params: Sequence[torch.nn.Parameter],
     world: World = SINGLE,
+    lockstep: bool = False,
 ) -> tuple[list[PackedBatch], dict]:
     """Pack this rank's turns and accumulate their gradients; across ranks the token weights divide by
     the whole step's turns per agent and the gradients are summed, so N ranks x k users give the
-    gradient of one process with all N k users. Returns this rank's batches and statistics."""
+    gradient of one process with all N k users. `lockstep` (sharded layers): every rank runs as many
+    micro-batches of each agent as the rank with most. Returns this rank's batches and statistics."""
     turns = sum_counts(Counter(s.agent for s in samples), world)
     batches = pack(samples, token_budget, turns=turns)
-    stats = accumulate_gradients(model, batches, loss_cfg, temperature, device) if batches else {}
-    sum_gradients(params, world)
+    padding = padding_batches(batches, pack, world) if lockstep else []
+    stats = accumulate_gradients(model, batches, loss_cfg, temperature, device, padding) if batches or padding else {}
+    # sharded parameters were summed by their reduce-scatter; the rest here
+    sum_gradients([p for p in params if not is_sharded(p)], world)
     return batches, stats
+
+
+def padding_batches(batches: Sequence[PackedBatch], pack, world: World) -> list[PackedBatch]:
+    """Zero-weight micro-batches (one token of prompt and response) that bring this rank's count of
+    each agent's micro-batches up to the largest on any rank: with sharded layers every forward and
+    backward is a collective, and a backward reduce-scatters the gradients of its agent's adapter."""
+    counts = gather(Counter(b.agent for b in batches), world)
+    mine = counts[world.rank]
+    out = []
+    for agent in sorted({a for c in counts for a in c}):
+        missing = max(c.get(agent, 0) for c in counts) - mine.get(agent, 0)
+        turn = TurnSample(agent, (0,), (0,), (0,), (0.0,), 0.0, "padding")
+        for _ in range(missing):
+            (pad,) = pack([turn], 1 << 30, turns={agent: 1})
+            pad.token_weights.zero_()
+            out.append(pad)
+    return out
 
 
 def adapter_parameters(model, agents: Sequence[str]) -> dict[str, list[torch.nn.Parameter]]:
@@ -116,7 +148,16 @@ def adapter_parameters(model, agents: Sequence[str]) -> dict[str, list[torch.nn.
 
 
 def finite_gradients(params: Sequence[torch.nn.Parameter]) -> bool:
-    return all(p.grad is None or torch.isfinite(p.grad).all() for p in params)
+    # this rank's shards only: clip_and_step asks this after the (global) norms were found finite
+    return all(p.grad is None or torch.isfinite(local(p.grad)).all() for p in params)
+
+
+def _clip(params: Sequence[torch.nn.Parameter], max_norm: float) -> float:
+    """clip_grad_norm_, with the norm of sharded gradients summed over ranks before the clip."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = whole(torch.nn.utils.get_total_norm(grads)) if grads else torch.tensor(0.0)
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm.item()
 
 
 def clip_and_step(groups: dict[str, list[torch.nn.Parameter]], optimizer, scheduler, grad_clip: float) -> dict | None:
@@ -124,9 +165,7 @@ def clip_and_step(groups: dict[str, list[torch.nn.Parameter]], optimizer, schedu
     the other is clipped), step, zero. Returns the pre-clip norm per agent, or None (and no step) when
     any gradient or norm is not finite."""
     norms = {
-        agent: torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf).item()
-        for agent, params in groups.items()
-        if params
+        agent: _clip(params, grad_clip if grad_clip > 0 else math.inf) for agent, params in groups.items() if params
     }
     params = [p for group in groups.values() for p in group]
     if not all(math.isfinite(n) for n in norms.values()) or not finite_gradients(params):

@@ -38,6 +38,7 @@ from coars_fast.distributed import (
     main_first,
     shard,
 )
+from coars_fast.distributed.fsdp import full_optimizer_state, gathered, shard_layers, shard_optimizer_state, whole
 from coars_fast.errors import ConfigError, TrainingError
 from coars_fast.evaluation import EvalSettings, evaluate, write_result
 from coars_fast.kernels import active_backend
@@ -134,6 +135,7 @@ class Trainer:
         else:
             torch.manual_seed(config.train.seed)  # LoRA A matrices start random: same seed, same start
             self.model = add_agent_adapters(base, config.lora)
+        self.units = self._shard()  # before the optimizer: it steps the sharded parameters
         self.sampler = Agents(self.model, tokenizer, config.generation)
         self.greedy = Agents(self.model, tokenizer, replace(config.generation, greedy=True))
         self.param_groups = adapter_parameters(self.model, config.rollout.train_agents)
@@ -144,6 +146,8 @@ class Trainer:
         self.step, self.evals, self.train_seconds, logged = 0, {}, 0.0, 0
         if checkpoint is not None:
             state = load_state(checkpoint, self.optimizer, self.scheduler)
+            if self.units:
+                shard_optimizer_state(self.optimizer)  # the checkpoint holds the whole state
             self.step, self.evals, self.train_seconds = state["step"], state["evals"], state["train_seconds"]
             logged = state.get("metrics_bytes")  # None: a checkpoint from before this was recorded
             log.info("resumed from %s at step %d", checkpoint, self.step)
@@ -158,6 +162,17 @@ class Trainer:
             self.logbook = NullLogbook()
         log.info("fused loss backend: %s on %s", active_backend(self.device), self.device)
 
+    def _shard(self) -> list:
+        """FSDP2 units of the decoder layers under `distributed.fsdp` and torchrun, else none."""
+        if not self.config.distributed.fsdp:
+            return []
+        if not self.world.distributed:
+            log.warning("distributed.fsdp: one process, nothing to shard; the base stays whole")
+            return []
+        units = shard_layers(self.model, self.world)
+        log.info("FSDP2: %d decoder layers sharded over %d ranks", len(units), self.world.size)
+        return units
+
     # -- evaluation ---------------------------------------------------------------------------------
     def _play(self, users: int, f1_users: int, folder: Path, split: str = "val") -> tuple[dict, dict]:
         cfg = self.config
@@ -171,7 +186,8 @@ class Trainer:
             seed=cfg.data.seed,
         )
         self.model.eval()
-        result = evaluate(self.greedy, self.dataset, settings, self.sasrec, self.peers, self.progress, self.world)
+        with gathered(self.units):  # ranks play different numbers of forwards
+            result = evaluate(self.greedy, self.dataset, settings, self.sasrec, self.peers, self.progress, self.world)
         if self.world.main:
             write_result(result, folder)
         agents = result["agents"]
@@ -237,15 +253,16 @@ class Trainer:
         self.model.eval()  # generation: no dropout
         rollout = None
         try:
-            rollout = collect(
-                self.sampler,
-                self.dataset,
-                episodes,
-                self.candidates.build(episodes),
-                cfg.rollout,
-                cfg.reward,
-                self.peers,
-            )
+            with gathered(self.units):  # ranks play different numbers of forwards
+                rollout = collect(
+                    self.sampler,
+                    self.dataset,
+                    episodes,
+                    self.candidates.build(episodes),
+                    cfg.rollout,
+                    cfg.reward,
+                    self.peers,
+                )
         except RuntimeError as err:  # torch.multinomial on a diverged model's logits
             if "inf" not in str(err) or "nan" not in str(err):
                 raise
@@ -272,6 +289,7 @@ class Trainer:
             self.device,
             self.params,
             self.world,
+            lockstep=bool(self.units),
         )
         faults.point("update")
         stepped = any_rank(bool(batches), self.world)
@@ -380,6 +398,10 @@ class Trainer:
         )
 
     def _checkpoint(self) -> None:
+        whole_state = None
+        if self.units:  # sharded: every rank helps gather the whole LoRA weights and optimizer state
+            adapters = {n: whole(p).detach() for n, p in self.model.named_parameters() if "lora_" in n}
+            whole_state = (adapters, full_optimizer_state(self.optimizer))
         if not self.world.main:  # every rank holds the same weights; rank 0 writes them
             return
         save_checkpoint(
@@ -390,6 +412,7 @@ class Trainer:
             self.scheduler,
             {"evals": self.evals, "train_seconds": self.train_seconds, "metrics_bytes": self.logbook.size()},
             keep=self.config.checkpoint.keep,
+            whole=whole_state,
         )
 
 
