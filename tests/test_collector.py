@@ -150,6 +150,23 @@ def test_turn_baseline_compares_turns_of_the_same_number(smol_tokenizer, toy):
     assert [x.reward for x in rollout.samples] == pytest.approx([0.8, 0.0, -0.8, 0.4, 0.0, 0.0])
 
 
+def test_balance_user_weighs_true_and_wrong_item_answers_equally(smol_tokenizer, toy):
+    ds, episodes, cands = toy
+    calls = iter(range(100))
+    agents = ScriptedAgents(
+        smol_tokenizer,
+        rec=lambda chat: " Suede" if next(calls) % 2 == 0 else " Keane",
+        user=lambda chat: " click\nScore: 0.9" if '"Suede"' in chat[1]["content"] else " skip\nScore: 0.3",
+    )
+    settings = RolloutSettings(group_size=2, max_turns=2, balance_user=True)
+    rollout = collect(agents, ds, episodes[:1], cands[:1], settings, RewardSettings())
+    assert [[t.hit for t in s.turns] for s in rollout.states] == [[True], [False, True]]
+    # User rewards 0.8 (true), 0.4 (wrong), 0.8 (true): 3 answers, 2 true (x 3/4), 1 wrong (x 3/2);
+    # the Recommender's are untouched (Eq. 7, no baseline)
+    assert [x.reward for x in rollout.samples if x.agent == "user"] == pytest.approx([0.6, 0.6, 0.6])
+    assert [x.reward for x in rollout.samples if x.agent == "rec"] == pytest.approx([0.95, -0.65, 0.855])
+
+
 def test_turn_baseline_pools_the_users_answers_over_the_step(smol_tokenizer, toy):
     """The User's true-item answers are few (a true item is mostly shown once per user and turn): its
     turn baseline is the mean of the step's other answers to items as true as its own, across users

@@ -38,6 +38,11 @@ class RolloutSettings:
     # the stop after the reason) had probability 1 under the policy that sampled it, so it gets no
     # loss; its unmasked log-prob would only add noise (docs/RESULTS.md). True: train every token.
     train_forced: bool = False
+    # The User is shown a wrong item far more often than the true one (about 9 times in 10 at first),
+    # so "reject" dominates its loss and generalises to the true item too (docs/RESULTS.md). True:
+    # the step's User answers to true and to wrong items weigh equally (each class's rewards scaled
+    # by answers / (2 x that class's answers)): balanced accuracy instead of accuracy.
+    balance_user: bool = False
 
     def __post_init__(self):
         if self.group_size < 1 or self.max_turns < 1:
@@ -96,6 +101,7 @@ def collect(
             if r.user is not None:
                 raw.append(("user", state, turn, r.user))
     baseline = _baselines(raw, settings.baseline)
+    scale = _user_balance(raw) if settings.balance_user else {}
     samples = []
     for (agent, state, turn, reward), base in zip(raw, baseline):
         if agent not in settings.train_agents:
@@ -111,7 +117,7 @@ def collect(
                 teacher_prompt_ids=tuple(encode_chat(agents.tokenizer, teacher)),
                 response_ids=tuple(output.ids),
                 old_logprobs=tuple(output.logprobs),
-                reward=reward - base,
+                reward=(reward - base) * (scale.get(turn.hit, 1.0) if agent == "user" else 1.0),
                 group=_group(state),
                 forced=() if settings.train_forced else tuple(getattr(output, "forced", ())),
             )
@@ -154,6 +160,16 @@ def _baselines(raw, kind: str) -> list[float]:
         else:
             out.append(statistics.fmean(values))
     return out
+
+
+def _user_balance(raw) -> dict[bool, float]:
+    """Per class of the User's answers (to the true item, to a wrong one): the factor that makes the
+    two classes weigh equally in the step; {} when the step has answers of one class only."""
+    counts = {hit: sum(1 for agent, _, turn, _ in raw if agent == "user" and turn.hit == hit) for hit in (True, False)}
+    if not all(counts.values()):
+        return {}
+    total = sum(counts.values())
+    return {hit: total / (2 * n) for hit, n in counts.items()}
 
 
 def _diagnoses(agents: Agents, states: Sequence[EpisodeState], settings: RolloutSettings) -> dict:
