@@ -458,10 +458,8 @@ def cmd_baseline(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    from coars_fast.data import load_dataset, sasrec
-    from coars_fast.evaluation import EvalSettings, evaluate, format_report, write_result
-    from coars_fast.models import GenerationSettings, load_agent_adapters, load_model
-    from coars_fast.rollout import Agents, PeerIndex
+    from coars_fast.distributed import finish, from_env
+    from coars_fast.evaluation import EvalSettings
 
     settings = EvalSettings(
         split=args.split,
@@ -472,9 +470,23 @@ def cmd_eval(args) -> None:
         num_candidates=args.num_candidates,
         seed=args.seed,
     )
+    world = from_env(args.device)  # launched by torchrun: users split over the ranks, else one process
+    try:
+        _evaluate_cli(args, settings, world)
+    finally:
+        finish(world)
+
+
+def _evaluate_cli(args, settings, world) -> None:
+    from coars_fast.data import load_dataset, sasrec
+    from coars_fast.distributed import device_for, main_first
+    from coars_fast.evaluation import evaluate, format_report, write_result
+    from coars_fast.models import GenerationSettings, load_agent_adapters, load_model
+    from coars_fast.rollout import Agents, PeerIndex
+
     dataset = load_dataset(args.dataset, args.data_dir)
-    ranker = sasrec.load_or_train(dataset, retrain=args.retrain_sasrec)
-    model, tokenizer = load_model(args.model, args.device)
+    ranker = main_first(world, lambda: sasrec.load_or_train(dataset, retrain=args.retrain_sasrec and world.main))
+    model, tokenizer = main_first(world, lambda: load_model(args.model, device_for(world, args.device)))
     if args.adapters:
         model = load_agent_adapters(model, args.adapters)
     agents = Agents(
@@ -488,7 +500,9 @@ def cmd_eval(args) -> None:
         ),
     )
     peers = None if args.no_peers else PeerIndex(ranker, dataset)
-    result = evaluate(agents, dataset, settings, sasrec=ranker, peers=peers)
+    result = evaluate(agents, dataset, settings, sasrec=ranker, peers=peers, progress=world.main, world=world)
+    if not world.main:  # every rank holds the whole result; rank 0 reports and writes it
+        return
     result["model"] = args.model or "smollm2-135m (embedded)"
     result["adapters"] = str(args.adapters) if args.adapters else None
     out = args.out or Path("runs") / f"eval-{dataset.name}-{args.split}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -185,9 +185,9 @@ def test_sharded_evaluation_equals_one_process(tiny_model_dir, cyclic_dataset, t
         assert sharded["transcripts"] == single["transcripts"]
 
 
-def _torchrun(*args, cwd, timeout=300):
+def _torchrun(*args, cwd, timeout=300, ranks=2):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks)]
     return subprocess.run(
         [*command, "-m", "coars_fast", *map(str, args)],
         cwd=cwd,
@@ -196,6 +196,21 @@ def _torchrun(*args, cwd, timeout=300):
         text=True,
         timeout=timeout,
     )
+
+
+def test_eval_under_torchrun_equals_one_process(tiny_model_dir, cyclic_dataset, tmp_path):
+    """`coars-fast eval` launched by torchrun: 5 users over 2 ranks, the same summary as 1 process."""
+    args = ["eval", "--dataset", "jsonl", "--data-dir", tmp_path / "cyclic", "--model", tiny_model_dir]
+    args += ["--num-users", "5", "--f1-users", "3", "--turns", "2", "--max-new-tokens", "6"]
+    summaries = {}
+    for ranks in (1, 2):
+        done = _torchrun(*args, "--out", tmp_path / f"eval{ranks}", cwd=tmp_path, ranks=ranks)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count("written:") == 1  # rank 0 alone reports
+        summaries[ranks] = json.loads((tmp_path / f"eval{ranks}" / "summary.json").read_text())
+    one, two = summaries[1], summaries[2]
+    assert one["agents"]["episodes"] == 5 and one["user_f1"]["users"] == 3
+    assert two["agents"] == one["agents"] and two["user_f1"] == one["user_f1"]
 
 
 @pytest.mark.slow
