@@ -4,7 +4,8 @@
     torchrun --standalone --nproc_per_node 2 scripts/fsdp_memory.py
     torchrun --standalone --nproc_per_node 2 scripts/fsdp_memory.py --fsdp
 
-Each rank prints the parameter bytes it holds, its resident memory once set up, and the resident
+Each rank prints the parameter bytes it holds, its resident memory once set up (anonymous, and the
+file-backed pages of the memory-mapped checkpoint, which the OS may drop), and the resident
 high-water mark of one update over the same random turns (4 per rank, 384 prompt and 24 response
 tokens each; seed 0), above what was resident before it.
 """
@@ -68,7 +69,7 @@ def main() -> None:
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # what sharding freed goes back to the OS
     held = sum(local(p).numel() * p.element_size() for p in model.parameters())
     layers = sum(local(p).numel() * p.element_size() for p in decoder_layers(model).parameters())
-    settled = kib("VmRSS")
+    settled = kib("RssAnon"), kib("RssFile")  # file: pages of the mmapped weights, which the OS may drop
     mine = [t for user in shard(turns(model.get_base_model().config.vocab_size, 2 * world.size), world) for t in user]
     model.train()
     gradients_of_step(model, mine, pack, 2048, LossConfig(), 1.0, "cpu", params, world, lockstep=bool(units))  # warm
@@ -84,7 +85,8 @@ def main() -> None:
     mode = "FSDP2" if units else "data parallel"
     print(
         f"rank {world.rank} ({mode}, {world.size} ranks): parameters held {held / 2**20:.1f} MiB "
-        f"(decoder layers {layers / 2**20:.1f} MiB); resident after setup {settled / 1024:.0f} MiB; "
+        f"(decoder layers {layers / 2**20:.1f} MiB); resident after setup {settled[0] / 1024:.0f} MiB "
+        f"anonymous + {settled[1] / 1024:.0f} MiB file-backed; "
         f"update high-water mark {(peak - before) / 1024:.0f} MiB above {before / 1024:.0f} MiB",
         flush=True,
     )
