@@ -74,7 +74,7 @@ setup(
     install_requires=[
         # torch itself is installed first by scripts/setup.sh (torch==2.13.0): asking for it here
         # unpinned would let pip resolve a multi-GB CUDA build on a CPU machine.
-        "torch>=2.4",
+        "torch>=2.6",  # torch.nn.utils.get_total_norm / clip_grads_with_norm_, torch.distributed.tensor
         "numpy>=1.24",
         "transformers>=5.24,<6",  # forward(cache=...) naming
         "peft>=0.21,<0.22",

@@ -223,3 +223,33 @@ def test_known_likes_reach_the_rewards_through_the_collector(smol_tokenizer, toy
     ]
     ds.user_likes = {}
     assert collect(agents, ds, episodes, [(2, 5, 3)], settings, RewardSettings()).samples == []
+
+
+def test_the_users_step_pools_span_every_rank(monkeypatch):
+    """Under torchrun each rank plays its own users; the User's turn baseline and class balance must
+    still pool the whole step's answers: rank 0's advantages equal one process's over both ranks'."""
+    import random
+    from types import SimpleNamespace
+
+    from coars_fast.distributed import SINGLE, World
+    from coars_fast.rollout import collector
+
+    rng = random.Random(7)
+    print("seed 7")
+
+    def answers(user: str) -> list:
+        state = SimpleNamespace(episode_id=f"{user}#0")
+        turns = [SimpleNamespace(hit=rng.random() < 0.3, number=1 + i % 3) for i in range(6)]
+        return [(agent, state, t, rng.uniform(-1, 1)) for t in turns for agent in ("rec", "user")]
+
+    rank0, rank1 = answers("a"), answers("b")
+    single_pools = collector._user_pools(rank0 + rank1, SINGLE)
+    expected = collector._baselines(rank0 + rank1, "turn", single_pools)[: len(rank0)]
+    # rank 0 of 2: `gather` hands it both ranks' partial pools, as torch.distributed would
+    parts = [collector._user_pools(rank0, SINGLE), collector._user_pools(rank1, SINGLE)]
+    assert parts[0] != single_pools  # rank 0's answers alone would give other pools
+    monkeypatch.setattr(collector, "gather", lambda obj, world: [{h: list(v) for h, v in p.items()} for p in parts])
+    pools = collector._user_pools(rank0, World(0, 2, 0))
+    assert pools == single_pools
+    assert collector._baselines(rank0, "turn", pools) == pytest.approx(expected)
+    assert collector._user_balance(pools) == collector._user_balance(single_pools) != {}

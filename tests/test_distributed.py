@@ -251,12 +251,13 @@ def test_a_two_rank_run_trains_checkpoints_and_resumes(fsdp, tiny_model_dir, cyc
     train = [r for r in steps if r["kind"] == "train"]
     assert [r["step"] for r in train] == [1, 2]  # one record per step, not one per rank
     assert all(r["episodes"] == 2 * 2 for r in train)  # both ranks' users: 2 users x G = 2
-    saved = out / "checkpoints" / "step-000002" / "adapters" / "rec"
-    rank = json.loads((saved / "adapter_config.json").read_text())["r"]
-    weights = load_file(saved / "adapter_model.safetensors")
-    # whole LoRA matrices (a sharded save would hold half of the rows), trained (B starts at 0)
-    assert all(w.shape[0 if ".lora_A." in n else 1] == rank for n, w in weights.items()), rank
-    assert any(w.abs().sum() > 0 for n, w in weights.items() if ".lora_B." in n)
+    for agent in ("rec", "user"):
+        saved = out / "checkpoints" / "step-000002" / "adapters" / agent
+        rank = json.loads((saved / "adapter_config.json").read_text())["r"]
+        weights = load_file(saved / "adapter_model.safetensors")
+        # whole LoRA matrices (a sharded save would hold half of the rows), trained (B starts at 0)
+        assert all(w.shape[0 if ".lora_A." in n else 1] == rank for n, w in weights.items()), rank
+        assert any(w.abs().sum() > 0 for n, w in weights.items() if ".lora_B." in n), agent
     final = json.loads((out / "eval-final" / "summary.json").read_text())
     assert final["agents"]["episodes"] == 4 and final["user_f1"]["users"] == 2
     resumed = _torchrun("train", "--resume", out, "--steps", "3", cwd=tmp_path)

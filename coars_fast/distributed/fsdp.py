@@ -49,17 +49,21 @@ def shard_layers(model, world: World) -> list:
 
 @contextmanager
 def gathered(units: Sequence) -> Iterator[None]:
-    """Every unit's whole weights on every rank for the duration (a collective on entry and exit,
-    none inside): rollouts, evaluation and checkpoint writing."""
-    for unit in units:
-        unit.set_reshard_after_forward(False)
-        unit.unshard()
+    """Every unit's whole weights on every rank for the duration (an all-gather per unit on entry,
+    no collective inside, the whole copies freed on exit): rollouts and evaluation. Units are
+    resharded on the way out whatever raised, the flag first (a forward cut short by an error
+    would otherwise keep its layer whole)."""
+    entered = []
     try:
+        for unit in units:
+            unit.set_reshard_after_forward(False)
+            entered.append(unit)
+            unit.unshard()
         yield
     finally:
-        for unit in units:
-            unit.reshard()
+        for unit in entered:
             unit.set_reshard_after_forward(True)
+            unit.reshard()
 
 
 def is_sharded(tensor) -> bool:

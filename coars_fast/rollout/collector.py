@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from coars_fast.data.dataset import Dataset, Episode
+from coars_fast.distributed import SINGLE, World, any_rank, gather
 from coars_fast.env import EpisodeState
 from coars_fast.env.rewards import RewardSettings, episode_rewards
 from coars_fast.models import AGENTS, encode_chat
@@ -81,15 +82,27 @@ def collect(
     rewards: RewardSettings,
     peers=None,
     progress: bool = False,
+    world: World = SINGLE,
 ) -> Rollout:
-    """Play G sampled episodes per user and turn them into training samples."""
+    """Play G sampled episodes per user and turn them into training samples. Under torchrun
+    (`world`) the User's step-wide baseline and class balance pool every rank's answers, so that N
+    ranks compute what one process with all the step's users would."""
     G = settings.group_size
     originals = {f"{ep.episode_id}#{g}": ep for ep in episodes for g in range(G)}
     copies = [replace(ep, episode_id=copy_id) for copy_id, ep in originals.items()]
     states = make_states(dataset, copies, [c for c in candidates for _ in range(G)], settings.max_turns)
     lookup = peers.lookup(originals) if peers else None
-    run_episodes(agents, states, lookup, progress=progress, desc="rollout")
-    diagnoses = _diagnoses(agents, states, settings)
+    failed = None
+    try:
+        run_episodes(agents, states, lookup, progress=progress, desc="rollout")
+        diagnoses = _diagnoses(agents, states, settings)
+    except RuntimeError as err:  # torch.multinomial on a diverged model's logits
+        if "inf" not in str(err) or "nan" not in str(err):
+            raise
+        failed = err
+    # every rank raises here together: the pooling below is a collective
+    if any_rank(failed is not None, world):
+        raise failed or RuntimeError("sampling hit non-finite logits (inf or nan) on another rank")
     per_turn = [episode_rewards(s, rewards) for s in states]
 
     raw = []  # (agent, state, turn, reward)
@@ -100,8 +113,9 @@ def collect(
             raw.append(("rec", state, turn, r.rec))
             if r.user is not None:
                 raw.append(("user", state, turn, r.user))
-    baseline = _baselines(raw, settings.baseline)
-    scale = _user_balance(raw) if settings.balance_user else {}
+    pools = _user_pools(raw, world)
+    baseline = _baselines(raw, settings.baseline, pools)
+    scale = _user_balance(pools) if settings.balance_user else {}
     samples = []
     for (agent, state, turn, reward), base in zip(raw, baseline):
         if agent not in settings.train_agents:
@@ -142,10 +156,22 @@ def _baseline_key(kind: str, agent: str, state: EpisodeState, turn) -> tuple:
     return (_group(state), agent) if kind == "group" else ()
 
 
-def _baselines(raw, kind: str) -> list[float]:
+def _user_pools(raw, world: World) -> dict[bool, tuple[float, int]]:
+    """Per class of the User's answers (to the true item, to a wrong one): the sum of their rewards
+    and their count over the whole step, every rank's answers included."""
+    mine = {hit: [0.0, 0] for hit in (True, False)}
+    for agent, _, turn, reward in raw:
+        if agent == "user":
+            mine[turn.hit][0] += reward
+            mine[turn.hit][1] += 1
+    parts = gather(mine, world)
+    return {hit: (sum(p[hit][0] for p in parts), sum(p[hit][1] for p in parts)) for hit in (True, False)}
+
+
+def _baselines(raw, kind: str, pools: dict[bool, tuple[float, int]]) -> list[float]:
     """The value subtracted from each kept turn's reward (0 without a baseline). The User's turn
-    baseline leaves the answer itself out (RLOO): with few true items in a step, its own reward would
-    shrink the advantage it is measured by, to 0 when it is alone."""
+    baseline is the mean of the step's other answers of its class (`pools`; RLOO): with few true
+    items in a step, its own reward would shrink the advantage it is measured by, to 0 when alone."""
     if kind == "none":
         return [0.0] * len(raw)
     keys = [_baseline_key(kind, agent, state, turn) for agent, state, turn, _ in raw]
@@ -153,19 +179,19 @@ def _baselines(raw, kind: str) -> list[float]:
     for key, (*_, reward) in zip(keys, raw):
         by_key[key].append(reward)
     out = []
-    for key, (agent, *_, reward) in zip(keys, raw):
-        values = by_key[key]
+    for key, (agent, _, turn, reward) in zip(keys, raw):
         if kind == "turn" and agent == "user":
-            out.append((sum(values) - reward) / (len(values) - 1) if len(values) > 1 else 0.0)
+            total, n = pools[turn.hit]
+            out.append((total - reward) / (n - 1) if n > 1 else 0.0)
         else:
-            out.append(statistics.fmean(values))
+            out.append(statistics.fmean(by_key[key]))
     return out
 
 
-def _user_balance(raw) -> dict[bool, float]:
+def _user_balance(pools: dict[bool, tuple[float, int]]) -> dict[bool, float]:
     """Per class of the User's answers (to the true item, to a wrong one): the factor that makes the
     two classes weigh equally in the step; {} when the step has answers of one class only."""
-    counts = {hit: sum(1 for agent, _, turn, _ in raw if agent == "user" and turn.hit == hit) for hit in (True, False)}
+    counts = {hit: n for hit, (_, n) in pools.items()}
     if not all(counts.values()):
         return {}
     total = sum(counts.values())

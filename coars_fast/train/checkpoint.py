@@ -102,7 +102,9 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 def load_state(checkpoint: Path, optimizer, scheduler) -> dict:
     try:
-        state = torch.load(checkpoint / STATE_FILE, weights_only=False)
+        # on the CPU first: every rank of a run would otherwise load rank 0's tensors onto its GPU;
+        # load_state_dict moves each value to its parameter's device
+        state = torch.load(checkpoint / STATE_FILE, weights_only=False, map_location="cpu")
     except (OSError, RuntimeError) as err:
         raise ConfigError(f"cannot read checkpoint {checkpoint}: {err}") from None
     optimizer.load_state_dict(state["optimizer"])

@@ -262,6 +262,7 @@ class Trainer:
                     cfg.rollout,
                     cfg.reward,
                     self.peers,
+                    world=self.world,
                 )
         except RuntimeError as err:  # torch.multinomial on a diverged model's logits
             if "inf" not in str(err) or "nan" not in str(err):
@@ -327,7 +328,11 @@ class Trainer:
         budget = cfg.train.minutes * 60 if cfg.train.minutes is not None else float("inf")
         bad = 0
         bar = self._progress_bar()
-        while self.step < cfg.train.steps and self.train_seconds < budget:
+        # the minutes budget is counted per rank: rank 0's clock decides for all, or ranks could
+        # disagree on the last step and wait on each other's collectives
+        while self.step < cfg.train.steps and not any_rank(
+            self.train_seconds >= budget and self.world.main, self.world
+        ):
             started = time.perf_counter()
             metrics = self.train_step()
             self.step += 1
