@@ -67,6 +67,27 @@ def test_resume_reproduces_an_uninterrupted_run(tiny_model_dir, cyclic_dir, tmp_
     assert steps == [1, 2, 3, 4]
 
 
+def test_the_evaluations_before_training_are_never_played_twice(tiny_model_dir, cyclic_dir, tmp_path, monkeypatch):
+    """Killed in its first step, a run resumes from the checkpoint written once the zero-shot
+    evaluation and the curve's step-0 point were done: neither is played again."""
+    played = []
+    real_play = Trainer._play
+    monkeypatch.setattr(Trainer, "_play", lambda self, *a, **k: played.append(a[2].name) or real_play(self, *a, **k))
+    extra = ["eval.initial=true", "eval.every=2", "eval.curve_users=1", "eval.curve_f1_users=0", "train.steps=2"]
+    killed = Trainer(_config(tiny_model_dir, cyclic_dir, *extra), tmp_path / "run", progress=False)
+    monkeypatch.setattr(Trainer, "train_step", lambda self: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        killed.run()
+    assert played == ["eval-initial", "step-000000"]
+    assert checkpoint_module.latest_checkpoint(tmp_path / "run").name == "step-000000"
+    monkeypatch.undo()
+    monkeypatch.setattr(Trainer, "_play", lambda self, *a, **k: played.append(a[2].name) or real_play(self, *a, **k))
+    resumed = Trainer(_config(tiny_model_dir, cyclic_dir, *extra), tmp_path / "run", resume=True, progress=False)
+    summary = resumed.run()
+    assert played == ["eval-initial", "step-000000", "step-000002", "eval-final"]
+    assert summary["steps"] == 2 and "initial" in summary["evals"]
+
+
 def test_one_step_updates_both_adapters_and_ablation_freezes_user(tiny_model_dir, cyclic_dir, tmp_path):
     """Synthetic turns of both agents through the real step: each adapter moves only on its own turns."""
     from coars_fast.rollout import TurnSample, pack

@@ -144,11 +144,13 @@ class Trainer:
         warmup = max(1, config.optim.warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
         self.step, self.evals, self.train_seconds, logged = 0, {}, 0.0, 0
+        self.curve_started = False  # the step-0 point of the validation curve
         if checkpoint is not None:
             state = load_state(checkpoint, self.optimizer, self.scheduler)
             if self.units:
                 shard_optimizer_state(self.optimizer)  # the checkpoint holds the whole state
             self.step, self.evals, self.train_seconds = state["step"], state["evals"], state["train_seconds"]
+            self.curve_started = state.get("curve_started", self.step > 0)
             logged = state.get("metrics_bytes")  # None: a checkpoint from before this was recorded
             log.info("resumed from %s at step %d", checkpoint, self.step)
         # what was logged after the checkpoint is replayed now: one record per step, not two
@@ -321,10 +323,15 @@ class Trainer:
 
     def _run(self) -> dict:
         cfg = self.config
+        before = False  # the evaluations before training, checkpointed once done: never played twice
         if cfg.eval.initial and "initial" not in self.evals:
             self.evaluate("initial")
-        if cfg.eval.every and cfg.eval.curve_start and self.step == 0:
+            before = True
+        if cfg.eval.every and cfg.eval.curve_start and self.step == 0 and not self.curve_started:
             self.validate()
+            self.curve_started = before = True
+        if before and self.step == 0:
+            self._checkpoint()
         budget = cfg.train.minutes * 60 if cfg.train.minutes is not None else float("inf")
         bad = 0
         bar = self._progress_bar()
@@ -415,7 +422,12 @@ class Trainer:
             self.model,
             self.optimizer,
             self.scheduler,
-            {"evals": self.evals, "train_seconds": self.train_seconds, "metrics_bytes": self.logbook.size()},
+            {
+                "evals": self.evals,
+                "train_seconds": self.train_seconds,
+                "metrics_bytes": self.logbook.size(),
+                "curve_started": self.curve_started,
+            },
             keep=self.config.checkpoint.keep,
             whole=whole_state,
         )
