@@ -129,15 +129,19 @@ def test_self_diagnosis_goes_into_the_teacher_prompt(smol_tokenizer, toy):
     assert "Keane was a poor guess; Suede fits the britpop history." in teacher and '"Suede"' in teacher
 
 
-def test_turn_baseline_compares_turns_of_the_same_number(smol_tokenizer, toy):
-    ds, episodes, cands = toy
+def _suede_or_keane(tokenizer) -> ScriptedAgents:
+    """The Recommender alternates Suede (e1's target) and Keane; the User clicks Suede, skips Keane."""
     calls = iter(range(100))
-    # the Recommender alternates Suede (e1's target) and Keane; the User clicks Suede, skips Keane
-    agents = ScriptedAgents(
-        smol_tokenizer,
+    return ScriptedAgents(
+        tokenizer,
         rec=lambda chat: " Suede" if next(calls) % 2 == 0 else " Keane",
         user=lambda chat: " click\nScore: 0.9" if '"Suede"' in chat[1]["content"] else " skip\nScore: 0.3",
     )
+
+
+def test_turn_baseline_compares_turns_of_the_same_number(smol_tokenizer, toy):
+    ds, episodes, cands = toy
+    agents = _suede_or_keane(smol_tokenizer)
     settings = RolloutSettings(group_size=2, max_turns=2, baseline="turn")
     rollout = collect(agents, ds, episodes[:1], cands[:1], settings, RewardSettings())
     assert [[t.hit for t in s.turns] for s in rollout.states] == [[True], [False, True]]
@@ -152,12 +156,7 @@ def test_turn_baseline_compares_turns_of_the_same_number(smol_tokenizer, toy):
 
 def test_balance_user_weighs_true_and_wrong_item_answers_equally(smol_tokenizer, toy):
     ds, episodes, cands = toy
-    calls = iter(range(100))
-    agents = ScriptedAgents(
-        smol_tokenizer,
-        rec=lambda chat: " Suede" if next(calls) % 2 == 0 else " Keane",
-        user=lambda chat: " click\nScore: 0.9" if '"Suede"' in chat[1]["content"] else " skip\nScore: 0.3",
-    )
+    agents = _suede_or_keane(smol_tokenizer)
     settings = RolloutSettings(group_size=2, max_turns=2, balance_user=True)
     rollout = collect(agents, ds, episodes[:1], cands[:1], settings, RewardSettings())
     assert [[t.hit for t in s.turns] for s in rollout.states] == [[True], [False, True]]

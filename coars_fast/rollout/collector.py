@@ -96,8 +96,8 @@ def collect(
     try:
         run_episodes(agents, states, lookup, progress=progress, desc="rollout")
         diagnoses = _diagnoses(agents, states, settings)
-    except RuntimeError as err:  # torch.multinomial on a diverged model's logits
-        if "inf" not in str(err) or "nan" not in str(err):
+    except RuntimeError as err:
+        if not non_finite_sampling(err):
             raise
         failed = err
     # every rank raises here together: the pooling below is a collective
@@ -154,6 +154,12 @@ def _baseline_key(kind: str, agent: str, state: EpisodeState, turn) -> tuple:
     if kind == "turn":
         return (_group(state), agent, turn.number)
     return (_group(state), agent) if kind == "group" else ()
+
+
+def non_finite_sampling(err: RuntimeError) -> bool:
+    """torch.multinomial on a diverged model's logits (inf or nan), the one sampling error a step
+    survives (it is skipped)."""
+    return "inf" in str(err) and "nan" in str(err)
 
 
 def _user_pools(raw, world: World) -> dict[bool, tuple[float, int]]:

@@ -45,6 +45,7 @@ from coars_fast.kernels import active_backend
 from coars_fast.models import add_agent_adapters, load_agent_adapters, load_model
 from coars_fast.models.packed_attention import flex_attention_available
 from coars_fast.rollout import Agents, PeerIndex, collect, pack, pack_trees, padding_report
+from coars_fast.rollout.collector import non_finite_sampling
 from coars_fast.train import faults
 from coars_fast.train.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from coars_fast.train.config import Config, to_dict
@@ -266,8 +267,8 @@ class Trainer:
                     self.peers,
                     world=self.world,
                 )
-        except RuntimeError as err:  # torch.multinomial on a diverged model's logits
-            if "inf" not in str(err) or "nan" not in str(err):
+        except RuntimeError as err:
+            if not non_finite_sampling(err):
                 raise
             log.warning(
                 "step %d: non-finite logits while sampling rollouts (%s)", self.step + 1, str(err).splitlines()[0]
