@@ -62,7 +62,7 @@ def forced_backend(name):
 
 @contextlib.contextmanager
 def streaming_backward_only():
-    """Our CPU backend with the Jacobian-in-forward strategy switched off: the 4-pass alternative
+    """Our CPU backend with the expected-weight-in-forward strategy switched off: the 4-pass alternative
     (teacher, student, recomputed logits, dH) to the default 3-pass one, for comparison."""
     backend_cpu.ACCUMULATES_EXPECTED_WEIGHT = False
     try:

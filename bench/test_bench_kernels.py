@@ -12,7 +12,7 @@ from cases import IMPLEMENTATIONS, SHAPES, make_inputs
 from measure import interleaved_medians, peak_extra_bytes_each
 
 # Weight passes each implementation executes per step with a frozen head, per device type where they
-# differ: our C++/torch backends hold the Jacobian from the forward, Triton streams (recomputed
+# differ: our C++/torch backends hold d logp / d hidden (the expected weight) from the forward, Triton streams (recomputed
 # logits + dH); CCE materialises the logits under torch.compile on CPU and streams on CUDA.
 PASSES = {
     "coars": {

@@ -3,10 +3,10 @@
 // range, row block) pairs; each writes partial statistics for its range, merged afterwards in a
 // fixed order (coars_fast.kernels.merge), so results do not depend on scheduling.
 //
-// stats[s, :, r] for vocabulary range s and row r (student rows, then teacher rows when given):
+// partials[s, :, r] for vocabulary range s and row r (student rows, then teacher rows when given):
 //   0: m   = max_j z_rj                      2: z_r,target (0 when the target is not in the range)
 //   1: sum = sum_j exp(z_rj - m)             3: sum_j exp(z_rj - m) * (z_rj - m)   (entropy only)
-// expected[s, r, :] = sum_j exp(z_rj - m) * weight_j for student rows: the softmax-weighted weight
+// weight_partials[s, r, :] = sum_j exp(z_rj - m) * weight_j for student rows: the softmax-weighted weight
 // rows that d logp / d hidden needs, accumulated with the flash-attention rescaling trick.
 #include <omp.h>
 
@@ -61,17 +61,17 @@ scalar_t fold_row(scalar_t* z, int64_t n, int64_t v0, int64_t target, bool store
 template <typename scalar_t>
 void vocab_partials_impl(const at::Tensor& hidden, const at::Tensor* teacher_hidden,
                          const at::Tensor& weight, const at::Tensor& targets, scalar_t alpha,
-                         bool with_entropy, at::Tensor& stats, at::Tensor* expected) {
+                         bool with_entropy, at::Tensor& partials, at::Tensor* weight_partials) {
   const int64_t N = hidden.size(0), D = hidden.size(1), V = weight.size(0);
-  const int64_t splits = stats.size(0), row_sets = teacher_hidden ? 2 : 1;
+  const int64_t splits = partials.size(0), row_sets = teacher_hidden ? 2 : 1;
   const int64_t row_block = std::min(kRowBlock, N);
   const int64_t row_blocks = ceil_div(N, row_block);
   const int64_t vocab_tiles = ceil_div(V, kVocabTile);
   const int64_t tiles_per_split = ceil_div(vocab_tiles, splits);
   const int64_t* y = targets.const_data_ptr<int64_t>();
-  scalar_t* stats_ptr = stats.data_ptr<scalar_t>();
+  scalar_t* partials_ptr = partials.data_ptr<scalar_t>();
 
-  const int64_t gemms_per_tile = row_sets + (expected ? 1 : 0);
+  const int64_t gemms_per_tile = row_sets + (weight_partials ? 1 : 0);
 #pragma omp parallel num_threads(threads_for(gemms_per_tile * N * V * D))
   {
     std::vector<scalar_t> logits(row_sets * row_block * kVocabTile);
@@ -89,7 +89,7 @@ void vocab_partials_impl(const at::Tensor& hidden, const at::Tensor* teacher_hid
       const scalar_t* hs = rows_as(hidden, r0, rows, student_rows.data());
       const scalar_t* ht =
           teacher_hidden ? rows_as(*teacher_hidden, r0, rows, teacher_rows.data()) : nullptr;
-      scalar_t* acc = expected ? expected->data_ptr<scalar_t>() + (split * N + r0) * D : nullptr;
+      scalar_t* acc = weight_partials ? weight_partials->data_ptr<scalar_t>() + (split * N + r0) * D : nullptr;
       st.reset(all_rows);
 
       const int64_t tile_end = std::min(vocab_tiles, (split + 1) * tiles_per_split);
@@ -118,7 +118,7 @@ void vocab_partials_impl(const at::Tensor& hidden, const at::Tensor* teacher_hid
       const int64_t R = row_sets * N;
       for (int64_t r = 0; r < all_rows; ++r) {
         const int64_t row = r < rows ? r0 + r : N + r0 + (r - rows);  // teachers follow students
-        scalar_t* out = stats_ptr + split * 4 * R + row;
+        scalar_t* out = partials_ptr + split * 4 * R + row;
         out[0] = st.max[r];
         out[R] = st.sum[r];
         out[2 * R] = st.target[r];
@@ -154,18 +154,18 @@ std::tuple<at::Tensor, at::Tensor> vocab_partials(const at::Tensor& hidden,
   const int64_t splits = ceil_div(vocab_tiles, ceil_div(vocab_tiles, wanted_splits));
 
   auto options = hidden.options().dtype(compute_type(hidden));
-  at::Tensor stats = at::empty({splits, 4, (teacher ? 2 : 1) * N}, options);
-  at::Tensor expected = at::zeros({with_expected_weight ? splits : 0, N, D}, options);
-  if (N == 0) return {stats, expected};
-  at::Tensor* expected_out = with_expected_weight ? &expected : nullptr;
+  at::Tensor partials = at::empty({splits, 4, (teacher ? 2 : 1) * N}, options);
+  at::Tensor weight_partials = at::zeros({with_expected_weight ? splits : 0, N, D}, options);
+  if (N == 0) return {partials, weight_partials};
+  at::Tensor* weight_partials_out = with_expected_weight ? &weight_partials : nullptr;
   if (compute_type(hidden) == at::kDouble) {
     vocab_partials_impl<double>(hidden, teacher, weight, targets, inv_temperature, with_entropy,
-                                stats, expected_out);
+                                partials, weight_partials_out);
   } else {
     vocab_partials_impl<float>(hidden, teacher, weight, targets, static_cast<float>(inv_temperature),
-                               with_entropy, stats, expected_out);
+                               with_entropy, partials, weight_partials_out);
   }
-  return {stats, expected};
+  return {partials, weight_partials};
 }
 
 }  // namespace coars_fast

@@ -33,10 +33,10 @@ def unavailable_reason(device):
 
 
 def vocab_partials(hidden, teacher_hidden, weight, targets, inv_temperature, with_entropy, with_expected_weight):
-    stats, expected = torch.ops.coars_fast.vocab_partials(
+    partials, weight_partials = torch.ops.coars_fast.vocab_partials(
         hidden, teacher_hidden, weight, targets, inv_temperature, with_entropy, with_expected_weight
     )
-    return stats, expected if with_expected_weight else None
+    return partials, weight_partials if with_expected_weight else None
 
 
 def logit_grad(hidden, weight, targets, lse, logp_coef, entropy_coef, mean_logit, inv_temperature):

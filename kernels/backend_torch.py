@@ -13,7 +13,7 @@ WORKSPACE_BYTES = {"cpu": 64 << 20, "cuda": 256 << 20}
 ACCUMULATES_EXPECTED_WEIGHT = True
 
 
-def stat_dtype(dtype):
+def partials_dtype(dtype):
     """Statistics, log-probs and gradients are float32, or float64 for float64 inputs."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -21,7 +21,7 @@ def stat_dtype(dtype):
 def gemm_dtype(dtype, device):
     """The dtype the big GEMMs run in: the input dtype on GPUs (tensor cores), else the stat dtype
     (bf16 GEMMs are ~90x slower than fp32 on AVX2 CPUs)."""
-    return dtype if device.type == "cuda" else stat_dtype(dtype)
+    return dtype if device.type == "cuda" else partials_dtype(dtype)
 
 
 def chunk_rows(vocab, dtype, device):
@@ -39,31 +39,33 @@ def _chunk_logits(hidden, weight, inv_temperature, out_dtype):
 def vocab_partials(hidden, teacher_hidden, weight, targets, inv_temperature, with_entropy, with_expected_weight):
     """Per-row softmax statistics over the whole vocabulary (one "range"), see kernels/merge.py."""
     n, vocab = hidden.shape[0], weight.shape[0]
-    sdtype = stat_dtype(hidden.dtype)
+    pdtype = partials_dtype(hidden.dtype)
     w = weight.to(gemm_dtype(weight.dtype, weight.device))
     row_sets = [hidden] if teacher_hidden is None else [hidden, teacher_hidden]
-    stats = torch.zeros(1, 4, len(row_sets) * n, dtype=sdtype, device=hidden.device)
-    expected = torch.empty(1, n, hidden.shape[1], dtype=sdtype, device=hidden.device) if with_expected_weight else None
+    partials = torch.zeros(1, 4, len(row_sets) * n, dtype=pdtype, device=hidden.device)
+    weight_partials = (
+        torch.empty(1, n, hidden.shape[1], dtype=pdtype, device=hidden.device) if with_expected_weight else None
+    )
     in_vocab = (targets >= 0) & (targets < vocab)
     safe_targets = torch.where(in_vocab, targets, 0)
-    step = chunk_rows(vocab, sdtype, hidden.device)
+    step = chunk_rows(vocab, pdtype, hidden.device)
     for set_index, rows in enumerate(row_sets):
         for start in range(0, n, step):
             chunk = slice(start, start + step)
             out = slice(set_index * n + start, set_index * n + min(start + step, n))
-            z = _chunk_logits(rows[chunk], w, inv_temperature, sdtype)
+            z = _chunk_logits(rows[chunk], w, inv_temperature, pdtype)
             target = z.gather(1, safe_targets[chunk, None]).squeeze(1)
-            stats[0, 2, out] = torch.where(in_vocab[chunk], target, 0)
+            partials[0, 2, out] = torch.where(in_vocab[chunk], target, 0)
             row_max = z.amax(1)
-            stats[0, 0, out] = row_max
+            partials[0, 0, out] = row_max
             shifted = z.sub_(row_max[:, None])
             p = shifted.exp()
-            stats[0, 1, out] = p.sum(1)
+            partials[0, 1, out] = p.sum(1)
             if with_entropy:
-                stats[0, 3, out] = (p * shifted).sum(1)
+                partials[0, 3, out] = (p * shifted).sum(1)
             if with_expected_weight and set_index == 0:
-                expected[0, chunk] = (p.to(w.dtype) @ w).to(sdtype)
-    return stats, expected
+                weight_partials[0, chunk] = (p.to(w.dtype) @ w).to(pdtype)
+    return partials, weight_partials
 
 
 def logit_grad(hidden, weight, targets, lse, logp_coef, entropy_coef, mean_logit, inv_temperature):

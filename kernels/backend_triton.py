@@ -68,13 +68,13 @@ def vocab_partials(hidden, teacher_hidden, weight, targets, inv_temperature, wit
     wanted_splits = min(vocab_tiles, _cdiv(target_programs, row_blocks))  # enough programs for few rows
     tiles_per_split = _cdiv(vocab_tiles, wanted_splits)
     splits = _cdiv(vocab_tiles, tiles_per_split)  # every split starts on a real tile
-    stats = torch.empty(splits, 4, total_rows, dtype=torch.float32, device=hidden.device)
+    partials = torch.empty(splits, 4, total_rows, dtype=torch.float32, device=hidden.device)
     vocab_partials_kernel[(row_blocks, splits)](
         hidden,
         hidden if teacher_hidden is None else teacher_hidden,
         weight,
         targets,
-        stats,
+        partials,
         n,
         vocab,
         d,
@@ -91,7 +91,7 @@ def vocab_partials(hidden, teacher_hidden, weight, targets, inv_temperature, wit
         **blocks,
         **launch,
     )
-    return stats, None
+    return partials, None
 
 
 def logit_grad(hidden, weight, targets, lse, logp_coef, entropy_coef, mean_logit, inv_temperature):

@@ -5,7 +5,7 @@ holding more than a bounded chunk of logits.
 Forward: the backend streams the vocabulary with an online log-sum-exp and returns per-range
 statistics (kernels/merge.py). Backward, two strategies:
 
-- Jacobian in forward (frozen head, i.e. LoRA training; backends that can): d logp_i / d h_i =
+- Expected weight in forward (frozen head, i.e. LoRA training; backends that can): d logp_i / d h_i =
   (W[y_i] - sum_j p_ij W_j) / T is independent of the upstream gradient, and the softmax-weighted
   sum of weight rows can be accumulated in the same vocabulary sweep (flash-attention style, one
   extra GEMM per tile). The backward is then g_i * J_i: two weight passes for forward + backward
@@ -28,7 +28,16 @@ from .validation import check_backend_dtype
 class FusedLogprobs(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx, hidden, teacher_hidden, weight, targets, temperature, ignore_index, with_entropy, backend, with_jacobian
+        ctx,
+        hidden,
+        teacher_hidden,
+        weight,
+        targets,
+        temperature,
+        ignore_index,
+        with_entropy,
+        backend,
+        with_expected_weight,
     ):
         ctx.set_materialize_grads(False)
         module = backend_module(backend)
@@ -38,10 +47,10 @@ class FusedLogprobs(torch.autograd.Function):
         if teacher_hidden is not None:
             teacher_hidden = teacher_hidden.contiguous()
 
-        stats, expected = module.vocab_partials(
-            hidden, teacher_hidden, weight, targets, inv_temperature, with_entropy, with_jacobian
+        partials, weight_partials = module.vocab_partials(
+            hidden, teacher_hidden, weight, targets, inv_temperature, with_entropy, with_expected_weight
         )
-        rows = merge_vocab_partials(stats, expected)
+        rows = merge_vocab_partials(partials, weight_partials)
         valid = targets != ignore_index
         logp = (rows.target_logit[:n] - rows.lse[:n]).masked_fill_(~valid, 0)
         empty = logp.new_empty(0)
@@ -49,27 +58,27 @@ class FusedLogprobs(torch.autograd.Function):
         if teacher_hidden is not None:
             logp_teacher = (rows.target_logit[n:] - rows.lse[n:]).masked_fill_(~valid, 0)
         entropy = rows.entropy[:n].masked_fill(~valid, 0) if with_entropy else empty
-        jacobian = None
-        if with_jacobian:
+        logp_grad = None
+        if with_expected_weight:
             target_rows = weight[targets.masked_fill(~valid, 0)].to(logp.dtype)
-            jacobian = (target_rows - rows.mean_weight).mul_(inv_temperature).masked_fill_(~valid[:, None], 0)
+            logp_grad = (target_rows - rows.expected_weight).mul_(inv_temperature).masked_fill_(~valid[:, None], 0)
 
         ctx.backend = backend
         ctx.inv_temperature = inv_temperature
         ctx.with_entropy = with_entropy
-        ctx.save_for_backward(hidden, weight, targets, valid, rows.lse[:n], entropy, jacobian)
+        ctx.save_for_backward(hidden, weight, targets, valid, rows.lse[:n], entropy, logp_grad)
         ctx.mark_non_differentiable(logp_teacher)
         return logp, logp_teacher, entropy
 
     @staticmethod
     def backward(ctx, grad_logp, _grad_logp_teacher, grad_entropy):
-        hidden, weight, targets, valid, lse, entropy, jacobian = ctx.saved_tensors
+        hidden, weight, targets, valid, lse, entropy, logp_grad = ctx.saved_tensors
         grad_entropy = grad_entropy if ctx.with_entropy else None
         grad_hidden = grad_weight = None
         if grad_logp is not None or grad_entropy is not None:
             grad_logp = torch.zeros_like(lse) if grad_logp is None else grad_logp.to(lse.dtype)
-            if jacobian is not None and grad_entropy is None:
-                grad_hidden = grad_logp[:, None] * jacobian
+            if logp_grad is not None and grad_entropy is None:
+                grad_hidden = grad_logp[:, None] * logp_grad
             else:
                 scale = valid.to(lse.dtype) * ctx.inv_temperature
                 entropy_coef = mean_logit = None
@@ -126,15 +135,23 @@ def streaming_backward(
 def fused_logprobs(hidden, teacher_hidden, weight, targets, *, temperature, ignore_index, with_entropy, backend):
     """(logp [N], logp_teacher [N] or empty, entropy [N] or empty) on an already validated input.
 
-    The Jacobian pass runs when the student rows will need a gradient and the head will not (the
+    The expected-weight pass runs when the student rows will need a gradient and the head will not (the
     Function cannot tell: its forward always runs with grad disabled)."""
     check_backend_dtype(backend, hidden)
-    with_jacobian = (
+    with_expected_weight = (
         torch.is_grad_enabled()
         and hidden.requires_grad
         and not weight.requires_grad
         and backend_module(backend).ACCUMULATES_EXPECTED_WEIGHT
     )
     return FusedLogprobs.apply(
-        hidden, teacher_hidden, weight, targets, float(temperature), ignore_index, with_entropy, backend, with_jacobian
+        hidden,
+        teacher_hidden,
+        weight,
+        targets,
+        float(temperature),
+        ignore_index,
+        with_entropy,
+        backend,
+        with_expected_weight,
     )

@@ -49,8 +49,8 @@ def _fold_tile(z, cols, col_mask, targets, m, s, t, e, WITH_ENTROPY: tl.constexp
 
 
 @triton.jit
-def _store_stats(stats_ptr, split, rows, row_mask, total_rows, m, s, t, e):
-    base = stats_ptr + split.to(tl.int64) * 4 * total_rows + rows
+def _store_partials(partials_ptr, split, rows, row_mask, total_rows, m, s, t, e):
+    base = partials_ptr + split.to(tl.int64) * 4 * total_rows + rows
     tl.store(base, m, mask=row_mask)
     tl.store(base + total_rows, s, mask=row_mask)
     tl.store(base + 2 * total_rows, t, mask=row_mask)
@@ -63,7 +63,7 @@ def vocab_partials_kernel(
     teacher_ptr,
     weight_ptr,
     targets_ptr,
-    stats_ptr,
+    partials_ptr,
     N,
     V,
     D,
@@ -112,9 +112,9 @@ def vocab_partials_kernel(
                 acc_t * inv_temperature, cols, col_mask, targets, m_t, s_t, t_t, e_t, WITH_ENTROPY
             )
 
-    _store_stats(stats_ptr, split, rows, row_mask, total_rows, m, s, t, e)
+    _store_partials(partials_ptr, split, rows, row_mask, total_rows, m, s, t, e)
     if HAS_TEACHER:
-        _store_stats(stats_ptr, split, rows + N, row_mask, total_rows, m_t, s_t, t_t, e_t)
+        _store_partials(partials_ptr, split, rows + N, row_mask, total_rows, m_t, s_t, t_t, e_t)
 
 
 @triton.jit

@@ -260,11 +260,20 @@ def test_a_two_rank_run_trains_checkpoints_and_resumes(fsdp, tiny_model_dir, cyc
         assert any(w.abs().sum() > 0 for n, w in weights.items() if ".lora_B." in n), agent
     final = json.loads((out / "eval-final" / "summary.json").read_text())
     assert final["agents"]["episodes"] == 4 and final["user_f1"]["users"] == 2
-    resumed = _torchrun("train", "--resume", out, "--steps", "3", cwd=tmp_path)
+    # resumed in the other mode: checkpoints hold whole adapters and optimizer state, whatever wrote them
+    other = ["--set", f"distributed.fsdp={str(not fsdp).lower()}"]
+    resumed = _torchrun("train", "--resume", out, "--steps", "3", *other, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert ("decoder layers sharded over 2 ranks" in resumed.stderr + resumed.stdout) == (not fsdp)
     train = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
     assert [r["step"] for r in train] == [1, 2, 3]
     assert json.loads((out / "summary.json").read_text())["steps"] == 3
+    for agent in ("rec", "user"):
+        before = load_file(out / "checkpoints" / "step-000002" / "adapters" / agent / "adapter_model.safetensors")
+        after = load_file(out / "checkpoints" / "step-000003" / "adapters" / agent / "adapter_model.safetensors")
+        assert before.keys() == after.keys()
+        assert all(after[n].shape == w.shape for n, w in before.items())
+        assert any(not torch.equal(after[n], w) for n, w in before.items() if ".lora_B." in n), agent
 
 
 def _worker(launcher: subprocess.Popen, rank: int) -> int | None:

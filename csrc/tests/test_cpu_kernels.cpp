@@ -22,13 +22,13 @@ void expect_close(const at::Tensor& got, const at::Tensor& want, double tol, con
 
 std::tuple<at::Tensor, at::Tensor> vocab_partials(const at::Tensor& h, const std::optional<at::Tensor>& th,
                                                   const at::Tensor& w, const at::Tensor& y, double inv_t,
-                                                  bool entropy, bool expected) {
+                                                  bool entropy, bool with_expected_weight) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("coars_fast::vocab_partials", "")
                        .typed<std::tuple<at::Tensor, at::Tensor>(
                            const at::Tensor&, const std::optional<at::Tensor>&, const at::Tensor&,
                            const at::Tensor&, double, bool, bool)>();
-  return op.call(h, th, w, y, inv_t, entropy, expected);
+  return op.call(h, th, w, y, inv_t, entropy, with_expected_weight);
 }
 
 at::Tensor logit_grad(const at::Tensor& h, const at::Tensor& w, const at::Tensor& y, const at::Tensor& lse,
@@ -49,17 +49,17 @@ void check_forward(int64_t N, int64_t D, int64_t V, double temperature, at::Scal
   auto th = at::randn({N, D}).to(dtype);
   auto w = (at::randn({V, D}) * 0.5).to(dtype);
   auto y = at::randint(V, {N}, at::kLong);
-  auto [stats, expected] = vocab_partials(h, th, w, y, 1.0 / temperature, true, true);
+  auto [partials, weight_partials] = vocab_partials(h, th, w, y, 1.0 / temperature, true, true);
 
   // Merge the vocabulary ranges: lse = logsumexp_s(m_s + log sum_s).
-  auto m = stats.select(1, 0), s = stats.select(1, 1), t = stats.select(1, 2), e = stats.select(1, 3);
+  auto m = partials.select(1, 0), s = partials.select(1, 1), t = partials.select(1, 2), e = partials.select(1, 3);
   auto top = std::get<0>(m.max(0));
   auto scale = (m - top).exp();
   auto total = (s * scale).sum(0);
   auto lse = top + total.log();
   auto entropy = total.log() - ((e + (m - top) * s) * scale).sum(0) / total;
   auto scale_student = (scale.narrow(1, 0, N) / total.narrow(0, 0, N)).unsqueeze(-1);
-  auto mean_weight = (expected * scale_student).sum(0);
+  auto expected_weight = (weight_partials * scale_student).sum(0);
 
   // Reference on materialised float64 logits, student rows then teacher rows.
   auto hd = at::cat({h, th}).to(at::kDouble), wd = w.to(at::kDouble);
@@ -69,12 +69,12 @@ void check_forward(int64_t N, int64_t D, int64_t V, double temperature, at::Scal
   auto logp = z.log_softmax(1);
   auto ref_entropy = -(logp.exp() * logp).sum(1);
   auto ref_target = z.gather(1, yy.unsqueeze(1)).squeeze(1);
-  auto ref_mean_weight = at::mm(logp.narrow(0, 0, N).exp(), wd);
+  auto ref_expected_weight = at::mm(logp.narrow(0, 0, N).exp(), wd);
 
   expect_close(lse, ref_lse, tol, label + " lse");
   expect_close(t.sum(0), ref_target, tol, label + " target logit");
   expect_close(entropy, ref_entropy, tol, label + " entropy");
-  expect_close(mean_weight, ref_mean_weight, tol, label + " softmax-weighted weight");
+  expect_close(expected_weight, ref_expected_weight, tol, label + " softmax-weighted weight");
 
   // Backward chunk: a * logp_y + b * entropy, differentiated w.r.t. the raw logits.
   const auto ct = dtype == at::kDouble ? at::kDouble : at::kFloat;
@@ -111,9 +111,9 @@ int main() {
 
   // N = 0: empty outputs, no reads.
   auto w = at::randn({11, 8});
-  auto [stats, expected] = vocab_partials(at::empty({0, 8}), std::nullopt, w,
+  auto [partials, weight_partials] = vocab_partials(at::empty({0, 8}), std::nullopt, w,
                                           at::empty({0}, at::kLong), 1.0, false, true);
-  const bool empty_ok = stats.size(-1) == 0 && expected.size(1) == 0;
+  const bool empty_ok = partials.size(-1) == 0 && weight_partials.size(1) == 0;
   std::printf("%-44s %s\n", "N = 0", empty_ok ? "ok" : "FAIL");
   failures += empty_ok ? 0 : 1;
 

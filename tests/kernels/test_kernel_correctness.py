@@ -224,7 +224,7 @@ def test_deterministic(backend, gen):
         assert torch.equal(first, second)
 
 
-def test_jacobian_pass_only_when_the_hidden_gradient_is_needed(backend, gen, monkeypatch):
+def test_expected_weight_pass_only_when_the_hidden_gradient_is_needed(backend, gen, monkeypatch):
     """The extra weight pass that stores d logp / d hidden runs only for a frozen head whose
     hidden states need a gradient (never for the teacher, torch.no_grad, or a trained head)."""
     from coars_fast.kernels.backends import backend_module

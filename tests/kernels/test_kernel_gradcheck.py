@@ -1,5 +1,5 @@
 """float64 torch.autograd.gradcheck of the fused ops on the CPU backends (C++ and torch), through
-both backward strategies: the Jacobian stored in forward (frozen head) and the streaming one."""
+both backward strategies: the expected weight held from the forward (frozen head) and the streaming one."""
 
 import pytest
 import torch
