@@ -76,7 +76,10 @@ setup(
         # unpinned would let pip resolve a multi-GB CUDA build on a CPU machine.
         "torch>=2.6",  # torch.nn.utils.get_total_norm / clip_grads_with_norm_, torch.distributed.tensor
         "numpy>=1.24",
-        "transformers>=5.24,<6",  # forward(cache=...) naming
+        # >= 5.24: forward(cache=...) naming; < 5.25: 5.25 imports the Hugging Face `kernels`
+        # package at import time, which a checkout's own kernels/ folder hides whenever the
+        # repository root is on sys.path (`python -m pytest` there), see kernels/__init__.py
+        "transformers>=5.24,<5.25",
         "peft>=0.21,<0.22",
         "gguf==0.19.0",
         "safetensors>=0.4",

@@ -1,4 +1,5 @@
-"""The CoARS training step: packed + fused (ours) against padded + materialised logits, on the same
+"""The CoARS training step: packed + fused (ours) against packed + materialised response logits and
+padded + materialised logits (response positions only, and every position, labelled), on the same
 trajectories and model. Reports time and peak memory ratios; asserts ours is not slower and uses
 less memory (at the real size; the smoke size only checks that both run and agree)."""
 
@@ -58,7 +59,7 @@ def _run(benchmark, size, impls, smoke):
         f"median of {rounds}):"
     )
     for name, row in rows.items():
-        print(f"  {name:15s} " + "  ".join(f"{k}={v}" for k, v in row.items()))
+        print(f"  {name:20s} " + "  ".join(f"{k}={v}" for k, v in row.items()))
     return rows
 
 

@@ -5,11 +5,16 @@ fresh process and prints its peak extra resident memory (see measure.py).
 
 - "ours": first-fit-decreasing packing into padding-free student and teacher streams, hidden states
   of the response rows only, the fused `coars_loss` (no [tokens x vocab] logits).
+- "packed-materialised": ours with the fused loss swapped for materialised fp32 logits of the
+  response rows (kernels/reference.py), so the packing gain and the kernel gain read separately.
 - "padded": per agent, micro-batches of the same number of turns right-padded to their longest
-  sequence with an attention mask, full LM forward to fp32 logits for student and teacher,
-  log_softmax + gather at the response positions, the same CoARS loss, autograd.
+  sequence with an attention mask, the decoder over every position, the LM head over the response
+  positions only (what TRL's `logits_to_keep` buys a real trainer), fp32 log_softmax + gather, the
+  same CoARS loss, autograd.
+- "padded-all-logits": the same with the LM head over every position (the baseline before
+  2026-12-04, labelled as such in bench/RESULTS.md).
 
-Both run every turn of both agents forward and backward through the LoRA adapters of one model.
+All run every turn of both agents forward and backward through the LoRA adapters of one model.
 """
 
 import json
@@ -19,10 +24,12 @@ import sys
 import torch
 from measure import rss_high_water
 
+from coars_fast.kernels import reference
 from coars_fast.models.lora import add_agent_adapters
 from coars_fast.rollout import TurnSample, pack
+from coars_fast.train import step
 from coars_fast.train.config import LossConfig
-from coars_fast.train.step import accumulate_gradients
+from coars_fast.train.step import accumulate_gradients, decoder_and_head
 
 SIZES = {
     # SmolLM2-135M's width, heads and vocabulary (the embedded model) with 6 of its 30 layers, so a
@@ -130,6 +137,16 @@ def train_step_ours(x):
     return sum(v for k, v in stats.items() if k.startswith("loss_")), _grads(model)
 
 
+def train_step_packed_materialised(x):
+    """Ours with materialised [response rows x vocab] fp32 logits instead of the fused loss."""
+    fused = step.coars_loss
+    step.coars_loss = reference.coars_loss
+    try:
+        return train_step_ours(x)
+    finally:
+        step.coars_loss = fused
+
+
 def train_step_ours_sdpa(x):
     """Ours with the CPU attention on CUDA: a block-diagonal sdpa mask over each whole stream, i.e.
     what the step costs without a varlen attention kernel."""
@@ -153,21 +170,24 @@ def _padded(samples, prompts):
     return ids, mask
 
 
-def _response_logprobs(model, samples, prompts):
+def _response_logprobs(model, samples, prompts, all_logits):
     device = model.device
     ids, mask = _padded(samples, prompts)
-    logp = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().log_softmax(-1)
-    return torch.cat(
-        [
-            logp[i, len(p) - 1 : len(p) - 1 + len(s.response_ids)]
-            .gather(1, torch.tensor(s.response_ids, device=device)[:, None])
-            .squeeze(1)
-            for i, (p, s) in enumerate(zip(prompts, samples))
-        ]
-    )
+    ids, mask = ids.to(device), mask.to(device)
+    spans = [slice(len(p) - 1, len(p) - 1 + len(s.response_ids)) for p, s in zip(prompts, samples)]
+    targets = torch.tensor([t for s in samples for t in s.response_ids], device=device)
+    if all_logits:
+        logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
+        logp = torch.cat([logp[i, span] for i, span in enumerate(spans)])
+    else:
+        decoder, head = decoder_and_head(model)
+        hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        rows = torch.cat([hidden[i, span] for i, span in enumerate(spans)])
+        logp = (rows @ head.t()).float().log_softmax(-1)
+    return logp.gather(1, targets[:, None]).squeeze(1)
 
 
-def train_step_padded(x):
+def train_step_padded(x, all_logits=False):
     model, batch = x["model"], x["size"]["padded_batch"]
     model.zero_grad(set_to_none=True)
     total = 0.0
@@ -177,8 +197,8 @@ def train_step_padded(x):
         for start in range(0, len(mine), batch):
             chunk = mine[start : start + batch]
             with torch.no_grad():
-                teacher = _response_logprobs(model, chunk, [s.teacher_prompt_ids for s in chunk])
-            student = _response_logprobs(model, chunk, [s.prompt_ids for s in chunk])
+                teacher = _response_logprobs(model, chunk, [s.teacher_prompt_ids for s in chunk], all_logits)
+            student = _response_logprobs(model, chunk, [s.prompt_ids for s in chunk], all_logits)
             rewards = torch.tensor([s.reward for s in chunk for _ in s.response_ids], device=x["device"])
             weights = torch.tensor(
                 [1 / (len(s.response_ids) * len(mine)) for s in chunk for _ in s.response_ids], device=x["device"]
@@ -190,7 +210,18 @@ def train_step_padded(x):
     return total, _grads(model)
 
 
-IMPLEMENTATIONS = {"train-step": {"ours": train_step_ours, "padded": train_step_padded}}
+def train_step_padded_all_logits(x):
+    return train_step_padded(x, all_logits=True)
+
+
+IMPLEMENTATIONS = {
+    "train-step": {
+        "ours": train_step_ours,
+        "packed-materialised": train_step_packed_materialised,
+        "padded": train_step_padded,
+        "padded-all-logits": train_step_padded_all_logits,
+    }
+}
 # On CUDA, also ours without the varlen kernel, to show what it buys.
 CUDA_IMPLEMENTATIONS = {"train-step": dict(IMPLEMENTATIONS["train-step"], **{"ours-sdpa-mask": train_step_ours_sdpa})}
 

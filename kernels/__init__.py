@@ -11,6 +11,14 @@
 Imports torch only (triton lazily, on CUDA); see docs/KERNELS.md.
 """
 
+if __name__ == "kernels":  # not coars_fast.kernels: the folder itself, found through sys.path
+    raise ImportError(
+        "coars-fast: the folder kernels/ of a coars-fast checkout was imported as the package `kernels` "
+        "because the repository root is on sys.path (a `python -m ...` or `python -c` run there); it hides "
+        "the Hugging Face `kernels` package that transformers >= 5.25 imports. Run from another folder, "
+        "or with `python -P`, or install transformers < 5.25 (what setup.py asks for)."
+    )
+
 from . import reference
 from .backends import active_backend
 from .coars_loss import coars_loss

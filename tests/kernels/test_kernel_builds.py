@@ -37,3 +37,21 @@ def test_bench_smoke():
         [sys.executable, "-m", "pytest", "bench", "--bench-smoke", "-q", "-p", "no:cacheprovider"], cwd=ROOT, env=env
     )
     assert " passed" in out and " failed" not in out
+
+
+def test_the_folder_imported_as_a_top_level_package_says_why():
+    """From the repository root, `import kernels` finds the folder, not the Hugging Face package that
+    transformers >= 5.25 imports: one clear line instead of a missing name deep inside transformers."""
+    result = subprocess.run([sys.executable, "-c", "import kernels"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: coars-fast: the folder kernels/") and "python -P" in last, last
+
+
+def test_transformers_in_use_does_not_import_the_hub_kernels_package():
+    """The pin in setup.py: a transformers that imports `kernels` at import time breaks every
+    `python -m pytest` run from the repository root (the folder shadows the package)."""
+    import transformers
+    from packaging.version import Version
+
+    assert Version(transformers.__version__) < Version("5.25"), transformers.__version__
