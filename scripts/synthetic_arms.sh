@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The learnability benchmark's comparison (docs/RESULTS.md): CoARS and its three ablations at the
-# preset's budget (16 steps) and seed, then CoARS and --distill-coef 0 at a second training seed.
+# preset's budget (14 steps) and seed, then CoARS and --distill-coef 0 at a second training seed.
 # Runs one after another; a stopped arm continues where it stopped when the script is run again.
 # The first arm measures the untrained agents (before-training evaluations and the step-0 curve
 # point); the others skip that, it is the same for every arm (LoRA starts at zero, same users).
