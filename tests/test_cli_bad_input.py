@@ -165,7 +165,7 @@ class _Started(Exception):
     [
         ([], "synthetic", 20, 1),  # the quick start: nothing but the package
         (["--dataset", "lastfm"], "lastfm", 1000, 5),  # real data: the cpu preset
-        (["--config", "synthetic"], "synthetic", 20, 3),
+        (["--config", "synthetic"], "synthetic", 14, 2),
     ],
 )
 def test_train_picks_the_quick_start_without_a_dataset(args, dataset, steps, turns, monkeypatch, tmp_path):
