@@ -40,12 +40,18 @@ def test_bench_smoke():
 
 
 def test_the_folder_imported_as_a_top_level_package_says_why():
-    """From the repository root, `import kernels` finds the folder, not the Hugging Face package that
-    transformers >= 5.25 imports: one clear line instead of a missing name deep inside transformers."""
-    result = subprocess.run([sys.executable, "-c", "import kernels"], cwd=ROOT, capture_output=True, text=True)
+    """From the repository root, `kernels` is the folder, not the Hugging Face package that
+    transformers >= 5.25 imports: a name only that package has gets one clear line, while probing the
+    folder (transformers < 5.25 does, for a version) still works."""
+    probe = "import kernels; print(getattr(kernels, '__version__', 'N/A'))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "N/A", result.stderr[-2000:]
+    wanted = "from kernels import CUDAProperties"
+    result = subprocess.run([sys.executable, "-c", wanted], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("ImportError: coars-fast: the folder kernels/") and "python -P" in last, last
+    assert last.startswith("ImportError: coars-fast: `from kernels import CUDAProperties` found the kernels/"), last
+    assert "python -P" in last, last
 
 
 def test_transformers_in_use_does_not_import_the_hub_kernels_package():
