@@ -1,6 +1,5 @@
 """The CoARS training step: packed + fused (ours) against packed + materialised response logits and
-padded + materialised logits (response positions only, and every position, labelled), on the same
-trajectories and model. Reports time and peak memory ratios; asserts ours is not slower and uses
+padded + materialised logits of the response positions, on the same trajectories and model. Reports time and peak memory ratios; asserts ours is not slower and uses
 less memory (at the real size; the smoke size only checks that both run and agree)."""
 
 import pytest

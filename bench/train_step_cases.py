@@ -3,16 +3,16 @@ does it, on the same trajectories and model. Also a command line
 (`python bench/train_step_cases.py train-step IMPL SIZE float32`) that runs one implementation in a
 fresh process and prints its peak extra resident memory (see measure.py).
 
-- "ours": first-fit-decreasing packing into padding-free student and teacher streams, hidden states
+- "ours": first-fit-decreasing packing into padding-free student and teacher streams (each sequence
+  attends to itself only: per-sequence sdpa on CPU, varlen flash attention on CUDA), hidden states
   of the response rows only, the fused `coars_loss` (no [tokens x vocab] logits).
 - "packed-materialised": ours with the fused loss swapped for materialised fp32 logits of the
   response rows (kernels/reference.py), so the packing gain and the kernel gain read separately.
 - "padded": per agent, micro-batches of the same number of turns right-padded to their longest
   sequence with an attention mask, the decoder over every position, the LM head over the response
   positions only (what TRL's `logits_to_keep` buys a real trainer), fp32 log_softmax + gather, the
-  same CoARS loss, autograd.
-- "padded-all-logits": the same with the LM head over every position (the baseline before
-  2026-12-04, labelled as such in bench/RESULTS.md).
+  same CoARS loss, autograd. (Before 2026-12-04 the baseline computed the head over every position:
+  a handicap no real trainer pays; its figures in bench/RESULTS.md are labelled so.)
 
 All run every turn of both agents forward and backward through the LoRA adapters of one model.
 """
@@ -170,24 +170,20 @@ def _padded(samples, prompts):
     return ids, mask
 
 
-def _response_logprobs(model, samples, prompts, all_logits):
+def _response_logprobs(model, samples, prompts):
     device = model.device
     ids, mask = _padded(samples, prompts)
     ids, mask = ids.to(device), mask.to(device)
     spans = [slice(len(p) - 1, len(p) - 1 + len(s.response_ids)) for p, s in zip(prompts, samples)]
     targets = torch.tensor([t for s in samples for t in s.response_ids], device=device)
-    if all_logits:
-        logp = model(input_ids=ids, attention_mask=mask).logits.float().log_softmax(-1)
-        logp = torch.cat([logp[i, span] for i, span in enumerate(spans)])
-    else:
-        decoder, head = decoder_and_head(model)
-        hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        rows = torch.cat([hidden[i, span] for i, span in enumerate(spans)])
-        logp = (rows @ head.t()).float().log_softmax(-1)
+    decoder, head = decoder_and_head(model)
+    hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+    rows = torch.cat([hidden[i, span] for i, span in enumerate(spans)])
+    logp = (rows @ head.t()).float().log_softmax(-1)
     return logp.gather(1, targets[:, None]).squeeze(1)
 
 
-def train_step_padded(x, all_logits=False):
+def train_step_padded(x):
     model, batch = x["model"], x["size"]["padded_batch"]
     model.zero_grad(set_to_none=True)
     total = 0.0
@@ -197,8 +193,8 @@ def train_step_padded(x, all_logits=False):
         for start in range(0, len(mine), batch):
             chunk = mine[start : start + batch]
             with torch.no_grad():
-                teacher = _response_logprobs(model, chunk, [s.teacher_prompt_ids for s in chunk], all_logits)
-            student = _response_logprobs(model, chunk, [s.prompt_ids for s in chunk], all_logits)
+                teacher = _response_logprobs(model, chunk, [s.teacher_prompt_ids for s in chunk])
+            student = _response_logprobs(model, chunk, [s.prompt_ids for s in chunk])
             rewards = torch.tensor([s.reward for s in chunk for _ in s.response_ids], device=x["device"])
             weights = torch.tensor(
                 [1 / (len(s.response_ids) * len(mine)) for s in chunk for _ in s.response_ids], device=x["device"]
@@ -210,16 +206,11 @@ def train_step_padded(x, all_logits=False):
     return total, _grads(model)
 
 
-def train_step_padded_all_logits(x):
-    return train_step_padded(x, all_logits=True)
-
-
 IMPLEMENTATIONS = {
     "train-step": {
         "ours": train_step_ours,
         "packed-materialised": train_step_packed_materialised,
         "padded": train_step_padded,
-        "padded-all-logits": train_step_padded_all_logits,
     }
 }
 # On CUDA, also ours without the varlen kernel, to show what it buys.

@@ -166,7 +166,7 @@ def _varlen_old(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=F
 
 @pytest.mark.parametrize("kernel", [_varlen_new, _varlen_old], ids=["torch>=2.11-signature", "torch-2.9-signature"])
 def test_varlen_attention_plumbing_matches_sdpa_packing(smol_tokenizer, monkeypatch, kernel):
-    """The CUDA-only varlen path (torch.nn.attention.varlen), with its kernel replaced by a per-sequence
+    """The CUDA varlen path (torch.nn.attention.varlen), with its kernel replaced by a per-sequence
     stand-in on CPU: cu_seqlens reach the attention, layouts, GQA and scale are right, the model's
     sdpa setting is restored, and the hidden states equal the sdpa-mask packing."""
     from coars_fast.models import packed_attention
@@ -175,7 +175,8 @@ def test_varlen_attention_plumbing_matches_sdpa_packing(smol_tokenizer, monkeypa
     decoder, _ = decoder_and_head(model)
     batch = pack(_samples(7, 2000, seed=_fresh_seed()), token_budget=400)[0]
     with torch.no_grad():
-        want = response_hidden(decoder, batch.student)
+        monkeypatch.setattr(packed_attention, "varlen_kernel", lambda device: None)
+        want = response_hidden(decoder, batch.student)  # the dense block-diagonal sdpa mask
         calls = []
         recording = lambda *args, **kwargs: calls.append(1) or kernel(*args, **kwargs)
         recording.__signature__ = inspect.signature(kernel)
@@ -185,3 +186,34 @@ def test_varlen_attention_plumbing_matches_sdpa_packing(smol_tokenizer, monkeypa
     assert decoder.config._attn_implementation == "sdpa"
     assert batch.student.max_seqlen == max(torch.diff(batch.student.cu_seqlens).tolist())
     assert (got - want).abs().max().item() <= 1e-5
+
+
+def test_cpu_packed_attention_runs_per_sequence(smol_tokenizer, monkeypatch):
+    """On CPU a flat stream attends sequence by sequence (cost follows the real lengths), in every
+    layer, forward and backward equal to the dense block-diagonal mask."""
+    from coars_fast.models import packed_attention
+
+    model = tiny_llama(smol_tokenizer, hidden=64, layers=2)
+    decoder, _ = decoder_and_head(model)
+    batch = pack(_samples(7, 2000, seed=_fresh_seed()), token_budget=400)[0]
+    assert len(batch.student.cu_seqlens) > 2, "the case needs several sequences in one stream"
+    weights = [p.requires_grad_(True) for n, p in model.named_parameters() if "self_attn" in n]
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        hidden = response_hidden(decoder, batch.student)
+        hidden.square().sum().backward()
+        return hidden.detach(), [p.grad.clone() for p in weights]
+
+    calls = []
+    real = packed_attention.per_sequence_attention
+    counting = lambda *a, **k: calls.append(1) or real(*a, **k)
+    counting.__signature__ = inspect.signature(real)
+    monkeypatch.setattr(packed_attention, "per_sequence_attention", counting)
+    got, got_grads = run()
+    assert len(calls) == model.config.num_hidden_layers, "CPU packing must attend per sequence in every layer"
+    monkeypatch.setattr(packed_attention, "varlen_kernel", lambda device: None)
+    want, want_grads = run()
+    assert (got - want).abs().max().item() <= 1e-5
+    for g, w in zip(got_grads, want_grads):
+        assert ((g - w).norm() / w.norm()).item() <= 1e-4  # fp32, sums in another order
