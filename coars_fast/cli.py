@@ -388,7 +388,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapters", type=Path, help="folder with trained rec/ and user/ LoRA adapters (default: none)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--max-new-tokens", type=at_least(1), default=64, help="most tokens per agent answer")
-    p.add_argument("--batch-size", type=at_least(1), default=16, help="sequences per generation call")
+    p.add_argument("--batch-size", type=at_least(1), default=32, help="sequences per generation call")
     p.add_argument(
         "--reason-tokens",
         type=at_least(1),

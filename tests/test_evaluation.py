@@ -1,0 +1,44 @@
+"""Evaluation on a tiny random model: the Hit@1 and user-agent F1 episodes share one batched play."""
+
+import pytest
+
+from coars_fast.data.candidates import CandidateBuilder
+from coars_fast.evaluation import EvalSettings, evaluate
+from coars_fast.evaluation.evaluate import sample_episodes, transcript
+from coars_fast.models import GenerationSettings, add_agent_adapters, load_model
+from coars_fast.rollout import Agents, make_states, run_episodes
+
+
+@pytest.fixture
+def agents(tiny_model_dir):
+    model, tokenizer = load_model(str(tiny_model_dir), "cpu")
+    return Agents(
+        add_agent_adapters(model), tokenizer, GenerationSettings(max_new_tokens=8, reason_tokens=4, batch_size=32)
+    )
+
+
+def test_hit_and_f1_episodes_are_played_together(agents, cyclic_dataset, monkeypatch):
+    """5 Hit@1 users + 3 F1 users, 2 turns: each turn is one generation call per agent over both sets
+    (not one per set), and the Hit@1 episodes come out as they do when played alone."""
+    settings = EvalSettings(num_users=5, f1_users=3, max_turns=2)
+    calls = []
+    respond = Agents.respond
+
+    def counting(self, agent, chats, *args, **kwargs):
+        calls.append((agent, len(chats)))
+        return respond(self, agent, chats, *args, **kwargs)
+
+    monkeypatch.setattr(Agents, "respond", counting)
+    result = evaluate(agents, cyclic_dataset, settings, progress=False)
+    assert result["agents"]["episodes"] == 5 and result["user_f1"]["users"] == 3
+    rec_calls = [n for agent, n in calls if agent == "rec"]
+    assert len(rec_calls) <= settings.max_turns, f"one Recommender call per turn, got {rec_calls}"
+    assert rec_calls[0] == 5 + 3, "the first turn holds every Hit@1 and F1 episode"
+
+    # the same Hit@1 episodes played alone (as evaluation did before both sets were merged)
+    monkeypatch.setattr(Agents, "respond", respond)
+    episodes = sample_episodes(cyclic_dataset.split("val"), 5, 0)
+    builder = CandidateBuilder(cyclic_dataset, "random", 20, 0, None)
+    alone = make_states(cyclic_dataset, episodes, builder.build(episodes), 2)
+    run_episodes(agents, alone, None, progress=False)
+    assert result["transcripts"] == [transcript(s) for s in alone]
