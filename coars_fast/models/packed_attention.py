@@ -6,9 +6,9 @@ sequence attends only to itself.
 - CUDA without flash-attn: the model is loaded with "sdpa" (generation needs its padding masks), and
   the training forwards switch to torch's own varlen flash attention (`torch.nn.attention.varlen`,
   torch >= 2.9), given the stream's cu_seqlens. Its cost follows the real sequence lengths.
-- CPU: the same switch, to `per_sequence_attention`: causal sdpa sequence by sequence, so the cost
-  also follows the real lengths (7x less attention time than a dense mask over an 8-sequence,
-  2,600-token stream on the 2-core CPU, forward + backward).
+- CPU: the same switch, to `per_sequence_attention_forward`: causal sdpa sequence by sequence, so
+  the cost also follows the real lengths (7x less attention time than a dense mask over an
+  8-sequence, 2,600-token stream on the 2-core CPU, forward + backward).
 - Otherwise (CUDA with neither) sdpa: transformers turns the restarting position ids into a
   block-diagonal mask over the whole stream. Correct, but dense: attention costs O(stream length^2).
 
@@ -26,31 +26,12 @@ import inspect
 
 import torch
 
-VARLEN = "coars_varlen"  # our name in transformers' AttentionInterface
-
-
-def per_sequence_attention(
-    query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, 0), enable_gqa=False
-):
-    """Causal attention of each packed sequence to itself on [T, H, D] tensors, with the varlen
-    kernel's signature (same boundaries for queries and keys; causal window only): sdpa per sequence."""
-    if window_size != (-1, 0):
-        raise ValueError(f"per_sequence_attention is causal only, got window_size={window_size}")
-    bounds = cu_seq_q.tolist()
-    parts = [
-        torch.nn.functional.scaled_dot_product_attention(
-            *(t[a:b].transpose(0, 1) for t in (query, key, value)), is_causal=True, scale=scale, enable_gqa=enable_gqa
-        ).transpose(0, 1)
-        for a, b in zip(bounds[:-1], bounds[1:])
-    ]
-    return torch.cat(parts)
+VARLEN = "coars_varlen"  # our names in transformers' AttentionInterface
+PER_SEQUENCE = "coars_per_sequence"
 
 
 def varlen_kernel(device: torch.device):
-    """The varlen attention function for `device`: torch's flash kernel on CUDA where it exists,
-    `per_sequence_attention` on CPU, else None (the dense block-diagonal mask)."""
-    if device.type == "cpu":
-        return per_sequence_attention
+    """torch's varlen flash-attention function when it can run on `device`, else None."""
     if device.type != "cuda":
         return None
     try:
@@ -111,26 +92,54 @@ def varlen_attention_forward(
     return out[None], None
 
 
+def per_sequence_attention_forward(
+    module, query, key, value, attention_mask, scaling=None, dropout=0.0, cu_seq_lens_q=None, **kwargs
+):
+    """transformers attention function (CPU): causal sdpa over each sequence of one packed stream,
+    query [1, Hq, T, D], key/value [1, Hkv, T, D] -> ([1, T, Hq, D], None). Slices of the inputs, no
+    copies: autograd keeps what one sdpa over the whole stream would keep."""
+    if cu_seq_lens_q is None or query.shape[0] != 1:
+        raise ValueError(f"{PER_SEQUENCE} attention needs one packed stream and its cu_seq_lens_q")
+    bounds = cu_seq_lens_q.tolist()
+    gqa = key.shape[1] != query.shape[1]
+    parts = [
+        torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling, enable_gqa=gqa
+        )
+        for a, b in zip(bounds[:-1], bounds[1:])
+    ]
+    return torch.cat(parts, dim=2).transpose(1, 2), None
+
+
+def packed_kernel(device: torch.device) -> str | None:
+    """The attention a packed stream gets on `device`: VARLEN (torch's varlen flash kernel, CUDA),
+    PER_SEQUENCE (CPU), or None (sdpa's dense block-diagonal mask)."""
+    if varlen_kernel(device) is not None:
+        return VARLEN
+    return PER_SEQUENCE if device.type == "cpu" else None
+
+
 @functools.cache
 def _register():
     from transformers import AttentionInterface
 
     AttentionInterface.register(VARLEN, varlen_attention_forward)
+    AttentionInterface.register(PER_SEQUENCE, per_sequence_attention_forward)
 
 
 @contextlib.contextmanager
 def packed_attention(decoder, cu_seqlens: torch.Tensor, max_len: int):
     """Runs the block with the attention suited to a packed stream; yields the extra forward kwargs.
 
-    Switches an sdpa model to varlen attention when the device has it (no mask is built for a
-    name transformers' mask interface does not know), and back afterwards."""
+    Switches an sdpa model to `packed_kernel`'s attention (no mask is built for a name
+    transformers' mask interface does not know), and back afterwards."""
     config = decoder.config
-    device = next(decoder.parameters()).device
-    if config._attn_implementation != "sdpa" or varlen_kernel(device) is None:
+    kernel = packed_kernel(next(decoder.parameters()).device)
+    if config._attn_implementation != "sdpa" or kernel is None:
         yield {}
         return
     _register()
-    config._attn_implementation = VARLEN
+    config._attn_implementation = kernel
     try:
         yield dict(cu_seq_lens_q=cu_seqlens, cu_seq_lens_k=cu_seqlens, max_length_q=max_len, max_length_k=max_len)
     finally:
