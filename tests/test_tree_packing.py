@@ -9,7 +9,7 @@ import torch
 from helpers import tiny_llama
 
 from coars_fast.models import GenerationSettings, LoraSettings, add_agent_adapters
-from coars_fast.models.packed_attention import tree_mask
+from coars_fast.models.packed_attention import tree_chains, tree_mask
 from coars_fast.rollout import Agents, RolloutSettings, TurnSample, collect, pack, pack_trees, padding_report
 from coars_fast.rollout.packing import _stream
 from coars_fast.rollout.tree_packing import token_tree, tree_stream
@@ -55,6 +55,26 @@ def test_token_tree_against_an_independent_trie(seed):
     for node, seen in ancestors.items():
         expected[node, sorted(seen)] = True
     assert torch.equal(mask, expected)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_tree_chains_see_exactly_what_the_tree_mask_shows(seed):
+    """The CPU tree attention runs chain by chain: each chain's node i sees its chain's ancestor
+    ranges and the chain up to i. Rebuilt as a mask, that is the tree rule (tree_mask, checked above
+    against an independent trie); every chain is a run of nodes each the child of the one before."""
+    print(f"seed {seed}")
+    tree = token_tree(random_sequences(random.Random(seed)))
+    subtree_end = torch.tensor(tree.subtree_end)
+    chains = tree_chains(subtree_end)
+    seen = torch.zeros(len(tree.input_ids), len(tree.input_ids), dtype=torch.bool)
+    for a, b, ancestors in chains:
+        assert all(tree.depths[i] == tree.depths[i - 1] + 1 for i in range(a + 1, b))
+        for i in range(a, b):
+            for start, end in ancestors:
+                seen[i, start:end] = True
+            seen[i, a : i + 1] = True
+    assert [a for a, _, _ in chains] == sorted({a for a, _, _ in chains}) and chains[-1][1] == len(tree.input_ids)
+    assert torch.equal(seen, tree_mask(subtree_end)[0, 0])
 
 
 def test_tree_mask_counts_visible_pairs_exactly():
@@ -209,6 +229,50 @@ def test_tree_packing_equals_flat_packing_on_real_lastfm_turns(model, smol_token
     ratio = padding_report(tree, 1024)["token_ratio"]
     print(f"{len(rollout.samples)} turns; tree packing computes {ratio:.3f} of flat packing's tokens")
     assert ratio < 0.6
+
+
+def test_cpu_tree_attention_runs_chain_by_chain(model, monkeypatch):
+    """On CPU a token tree attends chain by chain (one sdpa per chain in every layer, instead of one
+    over the dense tree mask); hidden states and gradients equal the dense mask's, and the model's
+    sdpa setting is restored."""
+    samples = [s for s in _random_samples(5) if s.agent == "rec"]
+    stream = tree_stream([s.prompt_ids for s in samples], [s.response_ids for s in samples])
+    chains = len(tree_chains(stream.subtree_end))
+    assert chains > 3, "the case needs a branching tree"
+    decoder, _ = decoder_and_head(model)
+    model.set_adapter("rec")
+    weights = [p for n, p in model.named_parameters() if p.requires_grad and ".rec." in n]
+
+    def run(dense):
+        model.zero_grad(set_to_none=True)
+        if dense:  # the tree's dense mask, one sdpa per layer
+            out = decoder(
+                input_ids=stream.input_ids[None],
+                position_ids=stream.position_ids[None],
+                attention_mask=tree_mask(stream.subtree_end),
+                use_cache=False,
+            )
+            hidden = out.last_hidden_state[0, stream.rows]
+        else:
+            hidden = response_hidden(decoder, stream)
+        hidden.square().sum().backward()
+        return hidden.detach(), [p.grad.clone() for p in weights]
+
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(
+        torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or sdpa(*a, **k)
+    )
+    got, got_grads = run(dense=False)
+    assert len(calls) == model.config.num_hidden_layers * chains, "one sdpa per chain in every layer"
+    assert decoder.config._attn_implementation == "sdpa"
+    calls.clear()
+    want, want_grads = run(dense=True)
+    assert len(calls) == model.config.num_hidden_layers
+    assert weights and all(w.norm() > 0 for w in want_grads)
+    assert (got - want).abs().max().item() <= 1e-5
+    for g, w in zip(got_grads, want_grads):
+        assert ((g - w).norm() / w.norm()).item() <= 1e-4  # fp32, sums in another order
 
 
 @pytest.mark.slow

@@ -13,8 +13,10 @@ sequence attends only to itself.
   block-diagonal mask over the whole stream. Correct, but dense: attention costs O(stream length^2).
 
 A token tree (shared-prefix packing, coars_fast/rollout/tree_packing.py) attends along its branches:
-`tree_attention` gives sdpa the tree's dense mask, or on CUDA flex attention a block mask of the
-same rule, whose cost follows the visible blocks only.
+`tree_attention` runs, on CUDA, flex attention with a block mask of the tree rule (its cost follows the
+visible blocks only); on CPU, `tree_chain_attention_forward`: sdpa chain by chain, each chain's
+queries against its ancestors' keys and its own, causally (half the attention time of the tree's
+dense mask on the bench case's streams, forward + backward); elsewhere sdpa with the dense mask.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 
 VARLEN = "coars_varlen"  # our names in transformers' AttentionInterface
 PER_SEQUENCE = "coars_per_sequence"
+TREE_CHAINS = "coars_tree_chains"
 
 
 def varlen_kernel(device: torch.device):
@@ -125,6 +128,7 @@ def _register():
 
     AttentionInterface.register(VARLEN, varlen_attention_forward)
     AttentionInterface.register(PER_SEQUENCE, per_sequence_attention_forward)
+    AttentionInterface.register(TREE_CHAINS, tree_chain_attention_forward)
 
 
 @contextlib.contextmanager
@@ -154,6 +158,60 @@ def tree_mask(subtree_end: torch.Tensor) -> torch.Tensor:
     return ((key <= query) & (query < subtree_end[None, :]))[None, None]
 
 
+def tree_chains(subtree_end: torch.Tensor) -> list[tuple[int, int, list[tuple[int, int]]]]:
+    """The tree cut into chains: (a, b, ancestors) per maximal run [a, b) of nodes each the child of
+    the node before it, with `ancestors` the ranges of nodes above a (root first). Every node of the
+    chain sees exactly those ranges and the chain's nodes up to itself."""
+    ends = subtree_end.tolist()
+    starts = [0] + [i for i in range(1, len(ends)) if ends[i - 1] <= i]  # i is not inside i-1's subtree
+    bounds = list(zip(starts, starts[1:] + [len(ends)]))
+    chains = []
+    for k, (a, b) in enumerate(bounds):
+        parent = a - 1  # the deepest ancestor of a: the last earlier node whose subtree holds a
+        while parent >= 0 and ends[parent] <= a:
+            parent -= 1
+        ancestors = []
+        if parent >= 0:
+            above = chains[next(c for c in reversed(range(k)) if bounds[c][0] <= parent)]
+            ancestors = above[2] + [(above[0], parent + 1)]
+        chains.append((a, b, ancestors))
+    return chains
+
+
+def tree_chain_attention_forward(
+    module, query, key, value, attention_mask, scaling=None, dropout=0.0, tree_chains=None, **kwargs
+):
+    """transformers attention function (CPU): attention along a token tree, chain by chain (see
+    `tree_chains`; `tree_chains` here also carries each chain's mask). query [1, Hq, T, D], key/value
+    [1, Hkv, T, D] -> ([1, T, Hq, D], None). Only the ancestors' keys and values are copied."""
+    if tree_chains is None or query.shape[0] != 1:
+        raise ValueError(f"{TREE_CHAINS} attention needs one token tree and its chains")
+    gqa = key.shape[1] != query.shape[1]
+    parts = []
+    for a, b, ancestors, mask in tree_chains:
+        keys, values = key[:, :, a:b], value[:, :, a:b]
+        if ancestors:
+            keys = torch.cat([key[:, :, s:e] for s, e in ancestors] + [keys], dim=2)
+            values = torch.cat([value[:, :, s:e] for s, e in ancestors] + [values], dim=2)
+        parts.append(
+            torch.nn.functional.scaled_dot_product_attention(
+                query[:, :, a:b], keys, values, attn_mask=mask, is_causal=mask is None, scale=scaling, enable_gqa=gqa
+            )
+        )
+    return torch.cat(parts, dim=2).transpose(1, 2), None
+
+
+def chain_masks(chains, device: torch.device) -> list[tuple]:
+    """`tree_chains` with each chain's [length, ancestors + length] bool mask (None for a root chain:
+    plain causal)."""
+    out = []
+    for a, b, ancestors in chains:
+        seen = sum(e - s for s, e in ancestors)
+        mask = torch.ones(b - a, seen + b - a, dtype=torch.bool, device=device).tril(seen) if seen else None
+        out.append((a, b, ancestors, mask))
+    return out
+
+
 def flex_attention_available(device: torch.device) -> bool:
     """Flex attention runs compiled kernels on CUDA; elsewhere tree streams use the sdpa mask."""
     if device.type != "cuda":
@@ -178,13 +236,21 @@ def tree_block_mask(subtree_end: torch.Tensor):
 
 @contextlib.contextmanager
 def tree_attention(decoder, subtree_end: torch.Tensor, flex: bool | None = None):
-    """Runs the block with attention along a token tree; yields the extra forward kwargs (the mask).
+    """Runs the block with attention along a token tree; yields the extra forward kwargs.
 
-    `flex`: None picks flex attention where it runs (CUDA), else the sdpa mask. An sdpa model is
-    switched to transformers' flex attention for the block, and back afterwards."""
+    `flex`: None picks flex attention where it runs (CUDA), else chain by chain on CPU, else the sdpa
+    mask. An sdpa model is switched to the chosen attention for the block, and back afterwards."""
     config = decoder.config
     device = subtree_end.device
     use_flex = flex_attention_available(device) if flex is None else flex
+    if not use_flex and device.type == "cpu" and config._attn_implementation == "sdpa":
+        _register()
+        config._attn_implementation = TREE_CHAINS
+        try:
+            yield {"tree_chains": chain_masks(tree_chains(subtree_end), device)}
+        finally:
+            config._attn_implementation = "sdpa"
+        return
     if not use_flex:
         yield {"attention_mask": tree_mask(subtree_end)}
         return
