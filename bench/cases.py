@@ -26,6 +26,9 @@ SHAPES = {
     "gpu-896": dict(n=16384, d=896, v=151936),
 }
 SEQ_LEN = 128  # rows are grouped into sequences of this length for Liger's per-sequence GRPO
+# Liger's GRPO at its best `chunk_size` (sequences per chunk), from bench/tune_liger_chunk.py; its
+# default is 1
+LIGER_CHUNK_SIZE = {"cpu": 8, "cuda": 1}  # cuda: not swept yet (no device lent)
 
 
 def make_inputs(shape, dtype, device):
@@ -121,7 +124,9 @@ def coars_liger(x):
     hidden = x["hidden"].detach().requires_grad_()
     with torch.no_grad():
         logp_teacher = _naive_logprobs(x["teacher_hidden"], x["weight"], x["targets"])
-    grpo = LigerFusedLinearGRPOLoss(beta=0.0, use_ref_model=False, compiled=x["weight"].device.type == "cuda")
+    device = x["weight"].device.type
+    chunk = x.get("liger_chunk_size", LIGER_CHUNK_SIZE["cuda" if device == "cuda" else "cpu"])
+    grpo = LigerFusedLinearGRPOLoss(beta=0.0, use_ref_model=False, compiled=device == "cuda", chunk_size=chunk)
     batch = n // SEQ_LEN
     advantages = x["rewards"].view(batch, SEQ_LEN).mean(1) + 0.1 * logp_teacher.view(batch, SEQ_LEN).mean(1)
     loss, _ = grpo(
