@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of one device session, in priority order, each under its own time limit, logs to
 # $OUT: the Triton kernels against the reference on CUDA, the kernel benchmarks against naive /
-# Liger / CCE, the training-step benchmark, and a short `coars-fast train` on a random-init model.
+# Liger / CCE, the training-step benchmark, a short `coars-fast train` on a random-init model, and
+# Liger's GRPO chunk-size sweep.
 #
 # Expects, carried beside the tree (both git-ignored):
 #   .whl/  pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64
@@ -53,4 +54,6 @@ step train "${TRAIN_S:-90}" python3 -m coars_fast.cli train --dataset lastfm \
   --data-dir .gpu/data --model /tmp/random-qwen2.5-0.5b --config gpu-qwen2.5-0.5b --steps 2 \
   --set train.users_per_step=8 --eval-users 16 --set eval.f1_users=4 --set eval.initial=false --out /tmp/gpu-run
 cp /tmp/gpu-run/metrics.jsonl /tmp/gpu-run/summary.json "$OUT/" 2>/dev/null
+# last, as time allows: Liger's GRPO chunk size on CUDA (cases.LIGER_CHUNK_SIZE["cuda"] is 1 until then)
+step liger-chunk "${LIGER_CHUNK_S:-60}" bash -c "cd bench && python3 tune_liger_chunk.py --shape gpu-896 --rounds 1"
 exit 0
