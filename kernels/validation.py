@@ -10,6 +10,9 @@ import math
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+# Kernels scale logits by 1 / temperature in fp32: below this, logits of ordinary size overflow to inf
+# (1e-39 gave NaN log-probs). Far below any temperature worth sampling at.
+MIN_TEMPERATURE = 1e-6
 
 
 def _require_tensor(name, value):
@@ -67,6 +70,10 @@ def check_logprob_inputs(hidden, weight, targets, *, temperature, ignore_index):
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise ValueError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
     _require_finite_number("temperature", temperature, positive=True)
+    if temperature < MIN_TEMPERATURE:
+        raise ValueError(
+            f"temperature must be >= {MIN_TEMPERATURE:g} (logits / temperature overflow fp32), got {temperature}"
+        )
     # One reduction (a single device sync on GPU) guards every later index computation.
     if n > 0:
         outside = ((targets < 0) | (targets >= vocab)) & (targets != ignore_index)

@@ -9,6 +9,7 @@ from helpers import tiny_llama
 from coars_fast.data.dataset import Dataset, Episode, Item
 from coars_fast.models import (
     GenerationSettings,
+    LoraSettings,
     add_agent_adapters,
     encode_chat,
     generate,
@@ -172,3 +173,24 @@ def test_prompt_cache_reuse_gives_the_same_generation(tiny_agents):
     assert [g.ids for g in first] == [
         g.ids for g in generate(model, tok, [chat(u, "") for u in users], settings, "rec")
     ]
+
+
+def test_lora_on_the_lm_head_is_refused_not_ignored(smol_tokenizer):
+    """The fused loss reads the frozen head weight, so an adapter on the LM head would never train:
+    asking for one is a clear error, and a model that has one is refused by the training step."""
+    from peft import LoraConfig, get_peft_model
+
+    from coars_fast.errors import ConfigError
+    from coars_fast.train.step import decoder_and_head
+
+    with pytest.raises(ConfigError, match="include the LM head"):
+        add_agent_adapters(
+            tiny_llama(smol_tokenizer, hidden=32, layers=1), LoraSettings(target_modules=("q_proj", "lm_head"))
+        )
+    on_head = get_peft_model(
+        tiny_llama(smol_tokenizer, hidden=32, layers=1), LoraConfig(r=2, target_modules=["q_proj", "lm_head"])
+    )
+    with pytest.raises(ConfigError, match="LM head is not supported"):
+        decoder_and_head(on_head)
+    decoder, head = decoder_and_head(add_agent_adapters(tiny_llama(smol_tokenizer, hidden=32, layers=1)))
+    assert head.shape == (len(smol_tokenizer), 32)

@@ -40,7 +40,8 @@ ROWS = [
     ("train --dataset synthetic --set checkpoint.every=0", "config key 'checkpoint.every' must be >= 1"),
     ("train --dataset synthetic --set train.users_per_step=0", "config key 'train.users_per_step' must be >= 1"),
     ("train --dataset synthetic --set train.token_budget=-1", "config key 'train.token_budget' must be >= 1"),
-    ("train --dataset synthetic --set generation.temperature=0", "temperature > 0"),
+    ("train --dataset synthetic --set generation.temperature=0", "temperature >= 1e-06"),
+    ("train --dataset synthetic --set generation.temperature=1e-39", "temperature >= 1e-06"),
     (
         "train --dataset synthetic --set rollout.train_agents=[critic]",
         "config key 'rollout.train_agents' must be a non-empty subset",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from coars_fast.errors import ConfigError
+from coars_fast.kernels.validation import MIN_TEMPERATURE
 from coars_fast.models.grounding import GroundedLogits, TokenTrie, forced_steps, newline_token_ids
 from coars_fast.models.prompt_cache import PromptCache, prefill_shared, rows_of, stack_left_padded
 
@@ -24,14 +25,14 @@ class GenerationSettings:
 
     def __post_init__(self):
         if (
-            not self.temperature > 0
+            not self.temperature >= MIN_TEMPERATURE  # the loss divides logits by it in fp32
             or not 0 < self.top_p <= 1
             or self.max_new_tokens < 1
             or self.batch_size < 1
             or self.reason_tokens < 1
         ):
             raise ConfigError(
-                "generation needs temperature > 0, 0 < top_p <= 1, max_new_tokens >= 1, batch_size >= 1 and "
+                f"generation needs temperature >= {MIN_TEMPERATURE:g}, 0 < top_p <= 1, max_new_tokens >= 1, batch_size >= 1 and "
                 f"reason_tokens >= 1; got {self.temperature}, {self.top_p}, {self.max_new_tokens}, {self.batch_size}, "
                 f"{self.reason_tokens}"
             )

@@ -41,9 +41,20 @@ def add_agent_adapters(model, settings: LoraSettings = LoraSettings()):
         peft_model = get_peft_model(model, settings.peft_config(), adapter_name=AGENTS[0])
     except ValueError as err:
         raise ConfigError(f"LoRA target modules {settings.target_modules} do not fit this model: {err}") from None
+    if head_has_lora(peft_model):
+        raise ConfigError(
+            f"LoRA target modules {settings.target_modules} include the LM head: the fused loss reads the frozen "
+            "head weight, so its adapter would never train; leave the head out of lora.target_modules"
+        )
     for name in AGENTS[1:]:
         peft_model.add_adapter(name, settings.peft_config())
     return peft_model
+
+
+def head_has_lora(model) -> bool:
+    """Whether the model's output embeddings (LM head) carry LoRA layers."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return head is not None and any(hasattr(m, "lora_A") for m in head.modules())
 
 
 def save_agent_adapters(peft_model, folder: str | Path, state_dict: dict | None = None) -> None:

@@ -12,7 +12,9 @@ import torch
 
 from coars_fast.distributed import SINGLE, World, gather, sum_counts, sum_gradients
 from coars_fast.distributed.fsdp import is_sharded, local, whole
+from coars_fast.errors import ConfigError
 from coars_fast.kernels import coars_loss
+from coars_fast.models.lora import head_has_lora
 from coars_fast.models.packed_attention import packed_attention, tree_attention
 from coars_fast.rollout.collector import TurnSample
 from coars_fast.rollout.packing import PackedBatch, PackedStream
@@ -21,6 +23,8 @@ from coars_fast.train.config import LossConfig
 
 def decoder_and_head(model):
     """The transformer stack (final hidden states, no LM head) and the LM head weight [V, D]."""
+    if head_has_lora(model):  # its adapter would be silently ignored: the loss reads the base weight
+        raise ConfigError("a LoRA adapter on the LM head is not supported: the fused loss reads the frozen head weight")
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.model, base.get_output_embeddings().weight
 

@@ -74,10 +74,20 @@ def test_bad_logprob_inputs(op, name, inputs):
 
 
 @pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), float("inf"), "1.0", torch.tensor(1.0)])
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), float("inf"), "1.0", torch.tensor(1.0), 1e-39, 1e-7])
 def test_bad_temperature(op, temperature):
     with pytest.raises(ValueError, match="^temperature"):
         _call(op, _good(), temperature=temperature)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_the_smallest_temperature_accepted_gives_finite_results(op):
+    """At the floor (1e-6) the logits / temperature still fit fp32; at 1e-39 they gave NaN."""
+    out = _call(op, _good(), temperature=1e-6)
+    values = out if isinstance(out, tuple) else (out,)
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    tensors += [v for value in values if isinstance(value, dict) for v in value.values() if isinstance(v, torch.Tensor)]
+    assert tensors and all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 @pytest.mark.parametrize("op", OPS)
