@@ -76,9 +76,14 @@ def test_batched_episodes_keep_exact_token_ids(tiny_agents, toy_dataset):
                 assert tok.decode(list(turn.user_output.ids), skip_special_tokens=True) == turn.user_output.text
 
 
-def test_behaviour_logprobs_match_a_forward_pass(tiny_agents):
-    """The stored log-probs are those of the sampling policy: a training forward must see the same."""
+@pytest.mark.parametrize("suppress", [False, True], ids=["plain", "config-suppressing-most-tokens"])
+def test_behaviour_logprobs_match_a_forward_pass(tiny_agents, monkeypatch, suppress):
+    """The stored log-probs are the model's own (what a training forward computes), one step's
+    vocabulary at a time, also when the model's generation config adds a logits processor of its own
+    (here one that suppresses 39,900 tokens: the samples come from the rest, the log-probs stay raw)."""
     tok, model = tiny_agents.tokenizer, tiny_agents.model
+    if suppress:
+        monkeypatch.setattr(model.generation_config, "suppress_tokens", list(range(100, 40000)))
     prompts = [
         encode_chat(tok, [{"role": "user", "content": text}]) for text in ("Hello there", "Name one band please")
     ]
@@ -88,6 +93,7 @@ def test_behaviour_logprobs_match_a_forward_pass(tiny_agents):
         logits = model(input_ids=ids).logits[0, len(out.prompt_ids) - 1 : -1].float() / 0.7
         expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(out.ids)[:, None]).squeeze(1)
         assert torch.allclose(torch.tensor(out.logprobs), expected, atol=1e-4)
+        assert not suppress or all(not 100 <= t < 40000 for t in out.ids)
 
 
 def test_two_adapters_differ_once_one_is_perturbed(tiny_agents, tmp_path):

@@ -51,6 +51,39 @@ class Generated:
     forced: tuple[bool, ...] = ()
 
 
+class StepLogprobs:
+    """Records, per generated token, its log-prob under the model's raw logits at `temperature` (the
+    model's own probability, before any logits processor, top-p or grounding mask: what the loss
+    recomputes), keeping one step's [batch, vocab] log-softmax at a time instead of every step's
+    logits. `hook` (a forward hook on the LM head) sees each step's raw logits; as a logits
+    processor it is called after that forward, when the previous step's token is the last of
+    `input_ids`. `finish` takes the final step's tokens and returns [batch, steps]."""
+
+    def __init__(self, temperature: float):
+        self.temperature, self.raw, self.previous, self.steps = temperature, None, None, []
+
+    def hook(self, module, inputs, output) -> None:
+        self.raw = output[:, -1, :]
+
+    def _take(self, tokens: torch.Tensor) -> None:
+        self.steps.append(self.previous.gather(1, tokens[:, None].to(self.previous.device)).squeeze(1))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.previous is not None:
+            self._take(input_ids[:, -1])
+        if self.raw is None:
+            raise RuntimeError("StepLogprobs saw no LM-head output for this step (is its hook registered?)")
+        self.previous = torch.log_softmax(self.raw.float() / self.temperature, dim=-1)
+        self.raw = None
+        return scores
+
+    def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
+        if self.previous is not None:
+            self._take(last_tokens)
+            self.previous = None
+        return torch.stack(self.steps, dim=1) if self.steps else torch.zeros(len(last_tokens), 0)
+
+
 def encode_chat(tokenizer, messages: Sequence[dict]) -> list[int]:
     """Token ids of a chat through the model's own template, ready for the assistant's answer.
 
@@ -137,41 +170,36 @@ def _generate_batch(
     sampling = {} if settings.greedy else {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
     max_new_tokens = settings.max_new_tokens
     newlines = newline_token_ids(tokenizer) if any(tries) else frozenset()
+    temperature = 1.0 if settings.greedy else settings.temperature
+    recorder = StepLogprobs(temperature)
+    processors = [recorder]
     if any(tries):
-        from transformers import LogitsProcessorList
-
         # A head is never cut short: room for the longest head plus a few tokens of reason.
         max_new_tokens = max(max_new_tokens, max(t.depth for t in tries if t) + 8)
-        processor = GroundedLogits(tries, cached + width, newlines, stops, settings.reason_tokens)
-        sampling["logits_processor"] = LogitsProcessorList([processor])
-    out = model.generate(
-        input_ids=input_ids.to(device),
-        attention_mask=attention.to(device),
-        cache=past,
-        max_new_tokens=max_new_tokens,
-        do_sample=not settings.greedy,
-        pad_token_id=pad,
-        eos_token_id=sorted(stops),
-        return_dict_in_generate=True,
-        output_logits=True,
-        **sampling,
-    )
+        processors.append(GroundedLogits(tries, cached + width, newlines, stops, settings.reason_tokens))
+    from transformers import LogitsProcessorList
+
+    hook = model.get_output_embeddings().register_forward_hook(recorder.hook)
+    try:
+        out = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            cache=past,
+            max_new_tokens=max_new_tokens,
+            do_sample=not settings.greedy,
+            pad_token_id=pad,
+            eos_token_id=sorted(stops),
+            return_dict_in_generate=True,
+            logits_processor=LogitsProcessorList(processors),
+            **sampling,
+        )
+    finally:
+        hook.remove()
     if cache is not None:
         for key, prompt, kv in zip(keys, prompts, rows_of(out.cache, attention, [len(p) for p in prompts])):
             cache.store(key, prompt, kv)
     new = out.sequences[:, cached + width :].cpu()
-    temperature = 1.0 if settings.greedy else settings.temperature
-    # Log-probs step by step: never holds a [batch, steps, vocab] fp32 tensor.
-    logprobs = torch.stack(
-        [
-            torch.log_softmax(step.float() / temperature, dim=-1)
-            .gather(1, new[:, t : t + 1].to(step.device))
-            .squeeze(1)
-            .cpu()
-            for t, step in enumerate(out.logits)
-        ],
-        dim=1,
-    )
+    logprobs = recorder.finish(out.sequences[:, -1]).cpu()
     results = []
     for row, prompt in enumerate(prompts):
         ids = new[row].tolist()

@@ -97,7 +97,7 @@ class GroundedLogits:
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         generated = input_ids[:, self.start :].tolist()
-        scores = scores.clone()  # never in place: `generate` keeps the raw logits (our stored log-probs)
+        scores = scores.clone()  # never in place: the caller may hold these logits
         for row, (trie, tokens) in enumerate(zip(self.tries, generated)):
             if trie is None:
                 continue
