@@ -4,13 +4,13 @@
 # learning knobs chosen on the synthetic benchmark's validation users (turn baseline, balanced User,
 # lr 3e-4, 4 users x G = 4 per step, 8 reason tokens) and the protocol's 5 turns. A step budget, not
 # minutes, so that what else runs on the machine changes the wall time, not the episodes. Each run
-# evaluates the untrained agents first, draws a validation curve every 10 steps and writes its report.
+# evaluates the untrained agents first, draws a validation curve every 25 steps and writes its report.
 # A stopped run continues where it stopped when the script is run again.
 #
 #   bash scripts/real_data_runs.sh [lastfm|movielens ...]    (default: both, one after another)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-steps=${STEPS:-20}
+steps=${STEPS:-100}
 run() {
     local dataset=$1 users=$2 curve=$3 out=runs/$1-coars-s0
     if [ -f "$out/summary.json" ]; then
@@ -21,7 +21,7 @@ run() {
         coars-fast train --dataset "$dataset" --steps "$steps" --set train.minutes=null \
             --set train.users_per_step=4 --set rollout.group_size=4 --baseline turn \
             --set rollout.balance_user=true --set optim.lr=3e-4 --set generation.reason_tokens=8 \
-            --set eval.num_users="$users" --set eval.f1_users=30 --set eval.every=10 \
+            --set eval.num_users="$users" --set eval.f1_users=30 --set eval.every=25 \
             --set eval.curve_users="$curve" --set eval.curve_f1_users=10 --out "$out"
     fi
 }
