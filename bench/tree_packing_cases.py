@@ -34,31 +34,21 @@ from coars_fast.rollout import TurnSample, pack, pack_trees
 from coars_fast.train.config import LossConfig
 from coars_fast.train.step import accumulate_gradients
 
+CPU = dict(
+    hidden=576,
+    layers=2,
+    heads=9,
+    kv_heads=3,
+    intermediate=1536,
+    users=1,
+    group=2,
+    turns=5,
+    reason_tokens=32,
+    budget={"tree": 2048, "flat": 2048},
+)
 SIZES = {
-    "cpu": dict(
-        hidden=576,
-        layers=2,
-        heads=9,
-        kv_heads=3,
-        intermediate=1536,
-        users=1,
-        group=2,
-        turns=5,
-        reason_tokens=32,
-        budget={"tree": 2048, "flat": 2048},
-    ),
-    "full": dict(
-        hidden=576,
-        layers=30,
-        heads=9,
-        kv_heads=3,
-        intermediate=1536,
-        users=1,
-        group=2,
-        turns=5,
-        reason_tokens=32,
-        budget={"tree": 2048, "flat": 2048},
-    ),
+    "cpu": CPU,
+    "full": dict(CPU, layers=30),  # the embedded model's depth
     "smoke": dict(
         hidden=64,
         layers=2,

@@ -3,6 +3,8 @@
 import json
 from types import SimpleNamespace
 
+import torch
+
 
 def write_jsonl(folder, items, sequences):
     """A dataset in the generic format: `items` is [(id, title)], `sequences` is {user: [ids]}."""
@@ -40,3 +42,13 @@ def tiny_llama(tokenizer=None, hidden=64, layers=2, seed=0, vocab=None):
     model = LlamaForCausalLM(config).eval()
     model.generation_config.eos_token_id = special.eos_token_id
     return model.requires_grad_(False)
+
+
+def count_sdpa_calls(monkeypatch) -> list:
+    """Wraps torch's scaled_dot_product_attention for the test; each call appends to the returned list."""
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(
+        torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or sdpa(*a, **k)
+    )
+    return calls

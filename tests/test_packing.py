@@ -5,7 +5,7 @@ import random
 
 import pytest
 import torch
-from helpers import tiny_llama
+from helpers import count_sdpa_calls, tiny_llama
 
 from coars_fast.rollout.collector import TurnSample
 from coars_fast.rollout.packing import first_fit_decreasing, pack, padding_report
@@ -208,11 +208,7 @@ def test_cpu_packed_attention_runs_per_sequence(smol_tokenizer, monkeypatch):
         hidden.square().sum().backward()
         return hidden.detach(), [p.grad.clone() for p in weights]
 
-    calls = []
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-    monkeypatch.setattr(
-        torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or sdpa(*a, **k)
-    )
+    calls = count_sdpa_calls(monkeypatch)
     got, got_grads = run()
     assert len(calls) == model.config.num_hidden_layers * sequences, "one sdpa per sequence in every layer"
     monkeypatch.setattr(packed_attention, "packed_kernel", lambda device: None)

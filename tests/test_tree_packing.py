@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from helpers import tiny_llama
+from helpers import count_sdpa_calls, tiny_llama
 
 from coars_fast.models import GenerationSettings, LoraSettings, add_agent_adapters
 from coars_fast.models.packed_attention import tree_chains, tree_mask
@@ -258,11 +258,7 @@ def test_cpu_tree_attention_runs_chain_by_chain(model, monkeypatch):
         hidden.square().sum().backward()
         return hidden.detach(), [p.grad.clone() for p in weights]
 
-    calls = []
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-    monkeypatch.setattr(
-        torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or sdpa(*a, **k)
-    )
+    calls = count_sdpa_calls(monkeypatch)
     got, got_grads = run(dense=False)
     assert len(calls) == model.config.num_hidden_layers * chains, "one sdpa per chain in every layer"
     assert decoder.config._attn_implementation == "sdpa"

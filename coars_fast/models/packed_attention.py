@@ -132,6 +132,17 @@ def _register():
 
 
 @contextlib.contextmanager
+def _switched(config, name: str):
+    """The block runs with attention implementation `name`; the previous one is restored after."""
+    _register()
+    previous, config._attn_implementation = config._attn_implementation, name
+    try:
+        yield
+    finally:
+        config._attn_implementation = previous
+
+
+@contextlib.contextmanager
 def packed_attention(decoder, cu_seqlens: torch.Tensor, max_len: int):
     """Runs the block with the attention suited to a packed stream; yields the extra forward kwargs.
 
@@ -142,12 +153,8 @@ def packed_attention(decoder, cu_seqlens: torch.Tensor, max_len: int):
     if config._attn_implementation != "sdpa" or kernel is None:
         yield {}
         return
-    _register()
-    config._attn_implementation = kernel
-    try:
+    with _switched(config, kernel):
         yield dict(cu_seq_lens_q=cu_seqlens, cu_seq_lens_k=cu_seqlens, max_length_q=max_len, max_length_k=max_len)
-    finally:
-        config._attn_implementation = "sdpa"
 
 
 def tree_mask(subtree_end: torch.Tensor) -> torch.Tensor:
@@ -244,19 +251,11 @@ def tree_attention(decoder, subtree_end: torch.Tensor, flex: bool | None = None)
     device = subtree_end.device
     use_flex = flex_attention_available(device) if flex is None else flex
     if not use_flex and device.type == "cpu" and config._attn_implementation == "sdpa":
-        _register()
-        config._attn_implementation = TREE_CHAINS
-        try:
+        with _switched(config, TREE_CHAINS):
             yield {"tree_chains": chain_masks(tree_chains(subtree_end), device)}
-        finally:
-            config._attn_implementation = "sdpa"
         return
     if not use_flex:
         yield {"attention_mask": tree_mask(subtree_end)}
         return
-    previous = config._attn_implementation
-    config._attn_implementation = "flex_attention"
-    try:
+    with _switched(config, "flex_attention"):
         yield {"attention_mask": tree_block_mask(subtree_end)}
-    finally:
-        config._attn_implementation = previous
