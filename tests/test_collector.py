@@ -93,6 +93,16 @@ def test_exclusion_ablation_agents_and_group_baseline(smol_tokenizer, toy):
     clicks = ScriptedAgents(smol_tokenizer, rec=lambda chat: " Keane", user=lambda chat: " click\nScore: 0.9")
     rollout = collect(clicks, ds, episodes, cands, RolloutSettings(group_size=1, max_turns=3), RewardSettings())
     assert rollout.samples == [] and rollout.stats["excluded_turns"] == 2  # wrong item, accepted: not logged
+    # left out of the Recommender's loss only: the User pays Eq. 8 for the false positive, by hand
+    # (2 hit - 1)(2 s - 1) = -(1.8 - 1) = -0.8, no peers
+    user_pays = collect(
+        clicks, ds, episodes, cands, RolloutSettings(group_size=1, max_turns=3), RewardSettings(exclude_from=("rec",))
+    )
+    assert [(s.agent, s.group) for s in user_pays.samples] == [("user", "e1"), ("user", "e2")]
+    assert [s.reward for s in user_pays.samples] == pytest.approx([-0.8, -0.8])
+    assert user_pays.stats["excluded_turns"] == 2 and user_pays.stats["turns_rec"] == 0
+    with pytest.raises(ValueError, match="exclude_from"):
+        RewardSettings(exclude_from=("critic",))
 
     agents = ScriptedAgents(smol_tokenizer, rec=lambda chat: " Keane", user=lambda chat: " skip\nScore: 0.3")
     only_rec = collect(

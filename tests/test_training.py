@@ -1,6 +1,7 @@
 """The trainer on a tiny model: exact resume, crash-safe checkpoints, non-finite steps, ablations, CLI."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ from coars_fast.cli import main
 from coars_fast.errors import ConfigError, TrainingError
 from coars_fast.train import checkpoint as checkpoint_module
 from coars_fast.train import step as step_module
+from coars_fast.train import trainer as trainer_module
 from coars_fast.train.config import load_config
 from coars_fast.train.trainer import Trainer
 
@@ -313,7 +315,7 @@ def test_each_adapter_is_clipped_on_its_own():
     assert user.detach().tolist() == pytest.approx([0, -0.3, -0.4])
 
 
-def test_a_step_with_every_turn_excluded_logs_and_goes_on(tiny_model_dir, cyclic_dir, tmp_path, monkeypatch):
+def test_a_step_with_every_turn_excluded_logs_and_goes_on(tiny_model_dir, cyclic_dir, tmp_path, monkeypatch, caplog):
     """When the exclusion rule leaves no turn of either agent (the User liked only wrong items), the step
     has no reward means to log: the run goes on (it crashed with KeyError 'reward_rec')."""
     from dataclasses import replace
@@ -324,9 +326,14 @@ def test_a_step_with_every_turn_excluded_logs_and_goes_on(tiny_model_dir, cyclic
     monkeypatch.setattr(
         collector, "episode_rewards", lambda state, settings: [replace(r, excluded=True) for r in real(state, settings)]
     )
+    monkeypatch.setattr(trainer_module, "IDLE_STEPS_WARNING", 2)
     trainer = Trainer(_config(tiny_model_dir, cyclic_dir, "train.steps=2"), tmp_path / "excluded", progress=False)
-    summary = trainer.run()
+    with caplog.at_level(logging.WARNING, logger="coars_fast.train.trainer"):
+        summary = trainer.run()
     assert summary["steps"] == 2
+    # a run that learns nothing says so, and names the knob (once, at the 2nd idle step)
+    idle = [r.getMessage() for r in caplog.records if "no turn reached the loss" in r.getMessage()]
+    assert len(idle) == 1 and idle[0].startswith("steps 1-2:") and "reward.exclude_from=[rec]" in idle[0]
     records = [json.loads(line) for line in (tmp_path / "excluded" / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["kind"] == "train"]
     assert len(train) == 2 and all(

@@ -5,7 +5,8 @@ R_user = (2 hit_t - 1) (2 s_t - 1) (1 - alpha q_t (2 s_t - 1))
 
 A turn whose item is not the logged next item but that the User accepted (click or star) is left
 out of both agents' losses: the data may simply not log that preference. Where the data knows every
-item the user likes (the synthetic benchmark), only a liked item is left out. A turn whose answer named
+item the user likes (the synthetic benchmark), only a liked item is left out. `exclude_from` names the
+agents whose losses leave such a turn out: ("rec",) keeps it in the User's loss as a false positive. A turn whose answer named
 no candidate gets `invalid_reward` D_t for the Recommender (the User was not asked). A User answer
 that states no action (or several: an echo of the format line) gets `invalid_reward`, so that an
 unreadable answer never earns what a deliberate "skip" of a wrong item earns; the Recommender's
@@ -20,6 +21,7 @@ from coars_fast.env.episode import EpisodeState, Turn
 
 KINDS = ("interaction", "outcome")
 POSITIVE_ACTIONS = ("click", "star")
+AGENTS = ("rec", "user")
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,21 @@ class RewardSettings:
     gamma: float = 0.9
     alpha: float = 0.1
     exclude_unlogged_positive: bool = True
+    # The paper leaves the turn out of both losses. On LastFM the User then paid nothing for accepting
+    # a wrong item, learnt to accept every first one, and with every episode one excluded turn long,
+    # learning stopped (docs/RESULTS.md); ("rec",) makes the User pay for it as a false positive.
+    exclude_from: tuple[str, ...] = AGENTS
     invalid_reward: float = -1.0
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"reward kind must be one of {KINDS}, got {self.kind!r}")
+        if not set(self.exclude_from) <= set(AGENTS):
+            raise ValueError(f"exclude_from must be a subset of {AGENTS}, got {self.exclude_from!r}")
+
+    def leaves_out(self, agent: str, reward: TurnReward) -> bool:
+        """Whether `agent`'s loss leaves this turn out (the exclusion rule)."""
+        return reward.excluded and agent in self.exclude_from
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,7 @@ def is_excluded(turn: Turn, settings: RewardSettings, likes: frozenset[int] | No
     (Excluded, such turns would leave the User no reason not to accept everything.)"""
     return (
         settings.exclude_unlogged_positive
+        and bool(settings.exclude_from)
         and turn.reply is not None
         and not turn.hit
         and turn.reply.action in POSITIVE_ACTIONS

@@ -108,10 +108,9 @@ def collect(
     raw = []  # (agent, state, turn, reward)
     for state, turn_rewards in zip(states, per_turn):
         for turn, r in zip(state.turns, turn_rewards):
-            if r.excluded:
-                continue
-            raw.append(("rec", state, turn, r.rec))
-            if r.user is not None:
+            if not rewards.leaves_out("rec", r):
+                raw.append(("rec", state, turn, r.rec))
+            if r.user is not None and not rewards.leaves_out("user", r):
                 raw.append(("user", state, turn, r.user))
     pools = _user_pools(raw, world)
     baseline = _baselines(raw, settings.baseline, pools)

@@ -55,6 +55,7 @@ from coars_fast.train.step import adapter_parameters, clip_and_step, gradients_o
 
 log = logging.getLogger(__name__)
 MAX_BAD_STEPS = 3
+IDLE_STEPS_WARNING = 5  # steps in a row whose every turn the exclusion rule left out
 
 
 def seed_step(seed: int, step: int) -> int:
@@ -334,7 +335,7 @@ class Trainer:
         if before and self.step == 0:
             self._checkpoint()
         budget = cfg.train.minutes * 60 if cfg.train.minutes is not None else float("inf")
-        bad = 0
+        bad = idle = 0
         bar = self._progress_bar()
         # the minutes budget is counted per rank: rank 0's clock decides for all, or ranks could
         # disagree on the last step and wait on each other's collectives
@@ -369,6 +370,17 @@ class Trainer:
                     )
                 continue
             bad = 0
+            idle = idle + 1 if metrics.get("samples") == 0 else 0
+            if idle == IDLE_STEPS_WARNING:
+                log.warning(
+                    "steps %d-%d: no turn reached the loss (excluded share %.2f, %.1f turns per episode): "
+                    "the User accepts wrong items and the exclusion rule leaves them out, so nothing is "
+                    "learnt; --set reward.exclude_from=[rec] makes the User pay for them (docs/METHOD.md)",
+                    self.step - idle + 1,
+                    self.step,
+                    metrics.get("excluded_share", float("nan")),
+                    metrics.get("mean_turns", float("nan")),
+                )
             if cfg.eval.every and self.step % cfg.eval.every == 0:
                 self.validate()
             if self.step % cfg.checkpoint.every == 0:
