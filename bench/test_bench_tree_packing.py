@@ -1,9 +1,13 @@
-"""Shared-prefix packing: the update of a default CPU step's turns with token trees against flat
-packing, on the same turns and model. Reports tokens computed, time and peak memory ratios; asserts
-the gradients agree. At the real size the 2-layer model gives exactness, time and memory, then the
-embedded model's full depth (30 layers) is timed on the same turns: a warm-up round that also checks
-exactness, one timed round. Regression guards: tree <= 0.9x flat time at 2 layers (where the loss over
-the vocabulary weighs more) and <= 0.6x at full depth (the issue's target is 0.5x; bench/RESULTS.md)."""
+"""Shared-prefix packing: the update of the default preset's first step (its LastFM turns, played by
+the embedded model) with token trees against flat packing, on the same turns and model. Reports
+tokens computed, time and peak memory ratios; asserts the gradients agree. At the real size the
+2-layer model gives exactness, time and memory, then the embedded model's full depth (30 layers) is
+timed on the same turns in one round that also checks exactness (tree first: whatever a first round
+costs, the tree pays it; the 2-layer rounds have warmed the kernels on the same streams). Guards:
+tree <= 0.9x flat time at 2 layers (where the loss over the vocabulary weighs more) and <= 0.5x at
+full depth, the issue's target (bench/RESULTS.md)."""
+
+import time
 
 from measure import interleaved_medians, peak_extra_bytes_each
 from tree_packing_cases import IMPLEMENTATIONS, SIZES, make_inputs
@@ -13,9 +17,14 @@ from coars_fast.rollout import pack, pack_trees, padding_report
 SCRIPT = __import__("tree_packing_cases").__file__
 
 
-def assert_tree_equals_flat(x, impls):
-    """One update each (also the warm-up): the same loss and LoRA gradients."""
-    (loss_tree, grads_tree), (loss_flat, grads_flat) = impls["tree"](x), impls["flat"](x)
+def assert_tree_equals_flat(x, impls) -> dict:
+    """One update each, tree first: the same loss and LoRA gradients. Returns each side's seconds."""
+    seconds, out = {}, {}
+    for name in ("tree", "flat"):
+        started = time.perf_counter()
+        out[name] = impls[name](x)
+        seconds[name] = time.perf_counter() - started
+    (loss_tree, grads_tree), (loss_flat, grads_flat) = out["tree"], out["flat"]
     worst = max(
         ((grads_tree[n] - grads_flat[n]).norm() / grads_flat[n].norm().clamp_min(1e-20)).item() for n in grads_flat
     )
@@ -24,6 +33,7 @@ def assert_tree_equals_flat(x, impls):
         f"LoRA-gradient difference {worst:.2e}"
     )
     assert abs(loss_tree - loss_flat) <= 1e-4 * max(1.0, abs(loss_flat)) and worst <= 1e-4
+    return seconds
 
 
 def test_tree_vs_flat_packing_update(benchmark, smoke):
@@ -66,15 +76,14 @@ def test_tree_vs_flat_packing_update(benchmark, smoke):
         assert rows["tree"]["time_vs_flat"] <= 0.9, "the tree update lost its lead over flat packing"
         del x
         deep = make_inputs("full")
-        assert_tree_equals_flat(deep, impls)  # also the warm-up of the deeper model
-        times = interleaved_medians(impls, deep, 1, warmup=0, device=deep["device"])
+        times = assert_tree_equals_flat(deep, impls)  # the timed round (CPU: no device to synchronise)
         full = dict(
             layers=SIZES["full"]["layers"],
             tree_s=round(times["tree"], 3),
             flat_s=round(times["flat"], 3),
             time_vs_flat=round(times["tree"] / times["flat"], 3),
         )
-        print("full depth, one timed round: " + "  ".join(f"{k}={v}" for k, v in full.items()))
+        print("full depth, one timed round (tree first): " + "  ".join(f"{k}={v}" for k, v in full.items()))
     benchmark.extra_info.update(case="packing", size=SIZES[size], turns=turns, results=rows, full_depth=full)
     if full:
-        assert full["time_vs_flat"] <= 0.6, "at full depth the tree update lost its lead over flat packing"
+        assert full["time_vs_flat"] <= 0.5, "at full depth the tree update is no longer at most half of flat's time"

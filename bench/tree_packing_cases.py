@@ -3,22 +3,22 @@ packing (every turn its own sequence: what TRL and verl do for multi-turn rollou
 Also a command line (`python bench/tree_packing_cases.py packing IMPL SIZE float32`) that runs one
 side in a fresh process and prints its peak extra resident memory (see measure.py).
 
-The turns are those of one training user of a default CPU step (the preset takes 2): G=2 sampled
-episodes x up to 5 turns of both agents, with the real prompts (history, 20 candidates, memory) and
-hindsight teachers, played with grounded sampling (32-token reasons). A tiny random model with the
-real tokenizer plays them (seconds, not the 30 s of the real one); every turn is kept, none dropped
-by the exclusion rule. The real size's turns ship in bench/data/ (playing them takes minutes; delete
-the file to play them again); others are cached, so the memory runs in fresh processes pack the very
-same turns.
+The turns are the default preset's: the first training step of `coars-fast train --dataset lastfm`
+(seed 0, 2 users x G = 2 episodes of up to 5 turns, grounded sampling, 32-token reasons), played by
+the embedded model, the turns the exclusion rule keeps, with the real prompts (history, 20
+candidates, memory) and hindsight teachers. They ship in bench/data/ (recording needs the embedded
+model, the LastFM files and about a minute; delete the file to record them again). The "smoke" size
+has a tiny random model play one user's shorter episodes instead (cached).
 
-The model has the embedded SmolLM2-135M's shape (width, heads, vocabulary). The "cpu" size keeps 2 of
-its 30 layers, so that the exactness check, the timed rounds and the memory runs in fresh processes fit
-the bench's time on 2 CPU cores; the loss over the 49,152-token vocabulary costs both sides alike, so
-fewer layers understate the tree's gain. The "full" size has all 30 layers (the embedded model's
-shape): the bench times it once more, without memory runs (about a minute). Both sides run the same
-`accumulate_gradients`, fp32, each at its best CPU token budget (measured with the full model): tree
-packing at the CPU preset's 2,048 unique tokens per stream, flat packing at 2,048 (each sequence
-attending to itself only; on the full model 1,024 measured 1.03x and 4,096 1.16x its time).
+The model has the embedded SmolLM2-135M's shape (width, heads, vocabulary), random weights. The
+"cpu" size keeps 2 of its 30 layers, so that the exactness check, the timed rounds and the memory
+runs in fresh processes fit the bench's time on 2 CPU cores; the loss over the 49,152-token
+vocabulary costs both sides alike, so fewer layers understate the tree's gain. The "full" size has
+all 30 layers (the embedded model's shape): the bench times it once more, without memory runs. Both
+sides run the same `accumulate_gradients`, fp32, each at its best CPU token budget (measured with the
+full model): tree packing at the CPU preset's 2,048 unique tokens per stream, flat packing at 2,048
+(each sequence attending to itself only; on the full model 1,024 measured 1.03x and 4,096 1.16x its
+time).
 """
 
 import json
@@ -34,18 +34,7 @@ from coars_fast.rollout import TurnSample, pack, pack_trees
 from coars_fast.train.config import LossConfig
 from coars_fast.train.step import accumulate_gradients
 
-CPU = dict(
-    hidden=576,
-    layers=2,
-    heads=9,
-    kv_heads=3,
-    intermediate=1536,
-    users=1,
-    group=2,
-    turns=5,
-    reason_tokens=32,
-    budget={"tree": 2048, "flat": 2048},
-)
+CPU = dict(hidden=576, layers=2, heads=9, kv_heads=3, intermediate=1536, budget={"tree": 2048, "flat": 2048})
 SIZES = {
     "cpu": CPU,
     "full": dict(CPU, layers=30),  # the embedded model's depth
@@ -55,28 +44,59 @@ SIZES = {
         heads=4,
         kv_heads=2,
         intermediate=128,
+        budget={"tree": 512, "flat": 512},
+        # a tiny random player's episodes (seconds), every turn kept
         users=1,
         group=2,
         turns=2,
         reason_tokens=4,
-        budget={"tree": 512, "flat": 512},
     ),
 }
 SEED = 0
 
 
+def _load(path: Path) -> list[TurnSample]:
+    return [
+        TurnSample(**{k: tuple(v) if isinstance(v, list) else v for k, v in t.items()})
+        for t in json.loads(path.read_text())
+    ]
+
+
+def _save(path: Path, samples) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps([t.__dict__ for t in samples])))
+
+
 def default_step_turns(size: str) -> list[TurnSample]:
-    """A default step's turns on real LastFM episodes (see the module docstring), cached per size."""
-    size = "cpu" if size == "full" else size  # the same turns, only the model is deeper
-    s = SIZES[size]
+    """The turns the bench updates (see the module docstring)."""
+    if size == "smoke":
+        return _tiny_player_turns(SIZES["smoke"])
+    path = Path(__file__).with_name("data") / f"tree-packing-turns-lastfm-default-step1-seed{SEED}.json"
+    if not path.is_file():
+        _save(path, _record_default_step())
+    return _load(path)
+
+
+def _record_default_step() -> list[TurnSample]:
+    """The first step of the default preset on LastFM, played by the embedded model (no update)."""
+    import tempfile
+
+    from coars_fast.data import resolve_data_dir
+    from coars_fast.train.config import load_config
+    from coars_fast.train.trainer import Trainer
+
+    config = load_config("cpu", ["data.dataset=lastfm", f"data.data_dir={resolve_data_dir()}", "tensorboard=false"])
+    trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="bench-turns-")), progress=False)
+    episodes, _ = trainer.step_users(0)
+    trainer.model.eval()
+    return trainer.play(episodes).samples
+
+
+def _tiny_player_turns(s: dict) -> list[TurnSample]:
+    """Episodes of real LastFM users played by a tiny random model with the real tokenizer, cached."""
     key = f"u{s['users']}-g{s['group']}-t{s['turns']}-r{s['reason_tokens']}-seed{SEED}"
-    shipped = Path(__file__).with_name("data") / f"tree-packing-turns-{size}-{key}.json"
-    path = shipped if shipped.is_file() else cache_dir("bench") / shipped.name  # generating takes minutes
+    path = cache_dir("bench") / f"tree-packing-turns-smoke-{key}.json"
     if path.is_file():
-        return [
-            TurnSample(**{k: tuple(v) if isinstance(v, list) else v for k, v in t.items()})
-            for t in json.loads(path.read_text())
-        ]
+        return _load(path)
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from coars_fast.data import load_dataset, resolve_data_dir
@@ -121,7 +141,7 @@ def default_step_turns(size: str) -> list[TurnSample]:
         RolloutSettings(group_size=s["group"], max_turns=s["turns"]),
         RewardSettings(exclude_unlogged_positive=False),
     )
-    atomic_write(path, lambda p: p.write_text(json.dumps([t.__dict__ for t in rollout.samples])))
+    _save(path, rollout.samples)
     return rollout.samples
 
 

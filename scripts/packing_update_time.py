@@ -23,33 +23,22 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, nargs="+", help="token budgets to try (default: the preset's)")
     args = parser.parse_args()
 
-    import numpy as np
     import torch
 
-    from coars_fast.rollout import collect, pack, pack_trees, padding_report
+    from coars_fast.rollout import pack, pack_trees, padding_report
     from coars_fast.train.config import load_config
     from coars_fast.train.step import accumulate_gradients
-    from coars_fast.train.trainer import Trainer, seed_step
+    from coars_fast.train.trainer import Trainer
 
     overrides = [f"data.dataset={args.dataset}", "tensorboard=false"]
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
     config = load_config(args.config, overrides)
     trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="packing-time-")), progress=False)
-    train = trainer.dataset.split("train")
-    rng = np.random.default_rng(seed_step(config.train.seed, args.step))  # exactly as Trainer.train_step
-    episodes = [train[i] for i in rng.choice(len(train), size=config.train.users_per_step, replace=False)]
+    episodes, _ = trainer.step_users(args.step)  # exactly as Trainer.train_step
     trainer.model.eval()
     started = time.perf_counter()
-    rollout = collect(
-        trainer.sampler,
-        trainer.dataset,
-        episodes,
-        trainer.candidates.build(episodes),
-        config.rollout,
-        config.reward,
-        trainer.peers,
-    )
+    rollout = trainer.play(episodes)
     print(
         f"{config.data.dataset}: step {args.step + 1} of seed {config.train.seed}: {len(episodes)} users x "
         f"G={config.rollout.group_size}, {len(rollout.samples)} turns kept, rollout {time.perf_counter() - started:.0f} s"

@@ -44,7 +44,7 @@ from coars_fast.evaluation import EvalSettings, evaluate, write_result
 from coars_fast.kernels import active_backend
 from coars_fast.models import add_agent_adapters, load_agent_adapters, load_model
 from coars_fast.models.packed_attention import flex_attention_available
-from coars_fast.rollout import Agents, PeerIndex, collect, pack, pack_trees, padding_report
+from coars_fast.rollout import Agents, PeerIndex, Rollout, collect, pack, pack_trees, padding_report
 from coars_fast.rollout.collector import non_finite_sampling
 from coars_fast.train import faults
 from coars_fast.train.checkpoint import latest_checkpoint, load_state, save_checkpoint
@@ -244,12 +244,31 @@ class Trainer:
         return summary
 
     # -- one step -----------------------------------------------------------------------------------
+    def step_users(self, step: int) -> tuple[list, int]:
+        """The training users of step `step` (0-based) and its seed; seeds every RNG as the step does, so
+        that what is sampled next is what the step samples (scripts and the bench replay a step)."""
+        train = self.dataset.split("train")
+        seed = seed_step(self.config.train.seed, step)
+        rng = np.random.default_rng(seed)
+        return [train[i] for i in rng.choice(len(train), size=self.config.train.users_per_step, replace=False)], seed
+
+    def play(self, episodes) -> Rollout:
+        """G sampled episodes per user and their training samples (no update)."""
+        cfg = self.config
+        return collect(
+            self.sampler,
+            self.dataset,
+            episodes,
+            self.candidates.build(episodes),
+            cfg.rollout,
+            cfg.reward,
+            self.peers,
+            world=self.world,
+        )
+
     def train_step(self) -> dict | None:
         cfg = self.config
-        train = self.dataset.split("train")
-        seed = seed_step(cfg.train.seed, self.step)
-        rng = np.random.default_rng(seed)
-        episodes = [train[i] for i in rng.choice(len(train), size=cfg.train.users_per_step, replace=False)]
+        episodes, seed = self.step_users(self.step)
         episodes = shard(episodes, self.world)  # this rank's users; every rank drew the same list
         if self.world.rank:
             torch.manual_seed((seed + self.world.rank) % 2**63)  # its own samples, reproducibly
@@ -258,16 +277,7 @@ class Trainer:
         rollout = None
         try:
             with gathered(self.units):  # ranks play different numbers of forwards
-                rollout = collect(
-                    self.sampler,
-                    self.dataset,
-                    episodes,
-                    self.candidates.build(episodes),
-                    cfg.rollout,
-                    cfg.reward,
-                    self.peers,
-                    world=self.world,
-                )
+                rollout = self.play(episodes)
         except RuntimeError as err:
             if not non_finite_sampling(err):
                 raise
