@@ -8,6 +8,7 @@ import torch
 
 from coars_fast.cli import main
 from coars_fast.errors import ConfigError, TrainingError
+from coars_fast.report.plots import PANELS
 from coars_fast.train import checkpoint as checkpoint_module
 from coars_fast.train import step as step_module
 from coars_fast.train import trainer as trainer_module
@@ -261,6 +262,10 @@ def test_cli_train_end_to_end(tiny_model_dir, cyclic_dir, tmp_path, capsys):
     assert "| cli | trained, test users | 3 |" in report
     for name in ("report_by_step.png", "report_by_minutes.png"):
         assert (out / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # every panel of the report draws something the trainer logs (time_update: derived from time_step)
+    logged = {"train": set(train_records[-1]) | {"time_update"}, "val": set(val[-1])}
+    missing = [(kind, key) for _, _, series in PANELS for kind, key, _ in series if key not in logged[kind]]
+    assert not missing, f"report panels of metrics the trainer does not log: {missing}"
     from peft import PeftConfig
 
     assert PeftConfig.from_pretrained(out / "checkpoints" / "step-000002" / "adapters" / "rec").r == 16

@@ -24,6 +24,17 @@ PANELS = [
         [("train", "valid_ratio", "train rollouts"), ("val", "valid_ratio", "validation")],
     ),
     ("User-agent F1 (validation)", "F1", [("val", "user_f1", None)]),
+    # a User that accepts every first item ends every episode at turn 1 (docs/METHOD.md, exclusion rule)
+    (
+        "Turns per episode",
+        "mean turns",
+        [("train", "mean_turns", "train rollouts"), ("val", "mean_turns", "validation")],
+    ),
+    (
+        "Turns left out (exclusion rule)",
+        "share of turns",
+        [("train", "excluded_share", None)],
+    ),
     (
         "Mean |A| (self-distilled credit)",
         "mean |A| per token",
