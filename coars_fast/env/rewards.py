@@ -6,8 +6,8 @@ R_user = (2 hit_t - 1) (2 s_t - 1) (1 - alpha q_t (2 s_t - 1))
 A turn whose item is not the logged next item but that the User accepted (click or star) is left
 out of both agents' losses: the data may simply not log that preference. Where the data knows every
 item the user likes (the synthetic benchmark), only a liked item is left out. `exclude_from` names the
-agents whose losses leave such a turn out: ("rec",) keeps it in the User's loss as a false positive. A turn whose answer named
-no candidate gets `invalid_reward` D_t for the Recommender (the User was not asked). A User answer
+agents whose losses leave such a turn out: ("rec",) keeps it in the User's loss as a false positive.
+A turn whose answer named no candidate gets `invalid_reward` D_t for the Recommender (the User was not asked). A User answer
 that states no action (or several: an echo of the format line) gets `invalid_reward`, so that an
 unreadable answer never earns what a deliberate "skip" of a wrong item earns; the Recommender's
 reward then uses the assumed "skip" and its default score.

@@ -383,9 +383,9 @@ class Trainer:
             idle = idle + 1 if metrics.get("samples") == 0 else 0
             if idle == IDLE_STEPS_WARNING:
                 log.warning(
-                    "steps %d-%d: no turn reached the loss (excluded share %.2f, %.1f turns per episode): "
-                    "the User accepts wrong items and the exclusion rule leaves them out, so nothing is "
-                    "learnt; --set reward.exclude_from=[rec] makes the User pay for them (docs/METHOD.md)",
+                    "steps %d-%d: no turn reached the loss, nothing is learnt (share of turns left out by "
+                    "the exclusion rule %.2f, %.1f turns per episode); if the User accepts wrong items, "
+                    "--set reward.exclude_from=[rec] makes it pay for them (docs/METHOD.md)",
                     self.step - idle + 1,
                     self.step,
                     metrics.get("excluded_share", float("nan")),
