@@ -2,10 +2,11 @@
 the embedded model) with token trees against flat packing, on the same turns and model. Reports
 tokens computed, time and peak memory ratios; asserts the gradients agree. At the real size the
 2-layer model gives exactness, time and memory, then the embedded model's full depth (30 layers) is
-timed on the same turns in one round that also checks exactness (tree first: whatever a first round
-costs, the tree pays it; the 2-layer rounds have warmed the kernels on the same streams). Guards:
-tree <= 0.9x flat time at 2 layers (where the loss over the vocabulary weighs more) and <= 0.5x at
-full depth, the issue's target (bench/RESULTS.md)."""
+timed on the same turns: a warm-up round of the tree update (its first round at this depth took
+21.9 s, against 14.8 s in later rounds of scripts/packing_update_time.py), then one round each, tree
+then flat, that also checks exactness (flat runs second, after the tree has touched the memory it
+reuses). Guards: tree <= 0.9x flat time at 2 layers (where the loss over the vocabulary weighs more)
+and <= 0.5x at full depth, the issue's target (bench/RESULTS.md)."""
 
 import time
 
@@ -76,6 +77,7 @@ def test_tree_vs_flat_packing_update(benchmark, smoke):
         assert rows["tree"]["time_vs_flat"] <= 0.9, "the tree update lost its lead over flat packing"
         del x
         deep = make_inputs("full")
+        impls["tree"](deep)  # warm-up
         times = assert_tree_equals_flat(deep, impls)  # the timed round (CPU: no device to synchronise)
         full = dict(
             layers=SIZES["full"]["layers"],
@@ -83,7 +85,7 @@ def test_tree_vs_flat_packing_update(benchmark, smoke):
             flat_s=round(times["flat"], 3),
             time_vs_flat=round(times["tree"] / times["flat"], 3),
         )
-        print("full depth, one timed round (tree first): " + "  ".join(f"{k}={v}" for k, v in full.items()))
+        print("full depth, one timed round after a tree warm-up: " + "  ".join(f"{k}={v}" for k, v in full.items()))
     benchmark.extra_info.update(case="packing", size=SIZES[size], turns=turns, results=rows, full_depth=full)
     if full:
         assert full["time_vs_flat"] <= 0.5, "at full depth the tree update is no longer at most half of flat's time"
