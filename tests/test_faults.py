@@ -14,6 +14,7 @@ import sys
 import time
 
 import pytest
+import yaml
 from test_run_folder import tiny_run_config
 
 STEPS = 4  # checkpoints at steps 2 and 4, then the end-of-run save and the final re-save of step 4
@@ -85,6 +86,39 @@ def _killed_then_resumed(reference, run, env):
     resumed = _run(config, run)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     _check(reference, run)
+
+
+@pytest.fixture(scope="module")
+def reference_with_curve(tiny_model_dir, tmp_path_factory):
+    """An uninterrupted run with a validation curve: points at steps 0 and 3 (eval.every) and 4 (the
+    last); checkpoints every 2 steps."""
+    from conftest import make_cyclic
+
+    folder = tmp_path_factory.mktemp("faults-curve")
+    data = make_cyclic(folder / "cyclic")
+    config = tiny_run_config(folder, tiny_model_dir, data, steps=STEPS)
+    settings = yaml.safe_load(config.read_text())
+    settings["eval"].update(every=3, curve_users=1, curve_f1_users=0)
+    config.write_text(yaml.safe_dump(settings))
+    done = _run(config, folder / "reference")
+    assert done.returncode == 0, done.stderr
+    return config, _outcome(folder / "reference"), None
+
+
+def test_killed_during_a_curve_point_loses_no_training(reference_with_curve, tmp_path):
+    """Killed while validating at step 3 (not a checkpoint step): the run restarts from step 3, not 2,
+    plays the interrupted point again and ends bit-identical to the uninterrupted run."""
+    from coars_fast.train.checkpoint import latest_checkpoint
+
+    run = tmp_path / "run"
+    killed = _run(reference_with_curve[0], run, env={"COARS_FAST_KILL_AT": "validation:2"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert latest_checkpoint(run).name == "step-000003", "step 3's training was lost with its curve point"
+    resumed = _run(reference_with_curve[0], run)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "at step 3" in resumed.stderr
+    _check(reference_with_curve, run)
+    assert [r for r in _outcome(run)[1] if r[0] == "val"] == [("val", 0), ("val", 3), ("val", 4)]
 
 
 @pytest.mark.parametrize("point, n", CI_POINTS)

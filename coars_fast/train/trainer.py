@@ -147,12 +147,14 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
         self.step, self.evals, self.train_seconds, logged = 0, {}, 0.0, 0
         self.curve_started = False  # the step-0 point of the validation curve
+        self.curve_step = -1  # the step of the curve's latest point
         if checkpoint is not None:
             state = load_state(checkpoint, self.optimizer, self.scheduler)
             if self.units:
                 shard_optimizer_state(self.optimizer)  # the checkpoint holds the whole state
             self.step, self.evals, self.train_seconds = state["step"], state["evals"], state["train_seconds"]
             self.curve_started = state.get("curve_started", self.step > 0)
+            self.curve_step = state.get("curve_step", self.step)
             logged = state.get("metrics_bytes")  # None: a checkpoint from before this was recorded
             log.info("resumed from %s at step %d", checkpoint, self.step)
         # what was logged after the checkpoint is replayed now: one record per step, not two
@@ -232,7 +234,9 @@ class Trainer:
         _, summary = self._play(
             cfg.curve_users, cfg.curve_f1_users, self.run_dir / "validation" / f"step-{self.step:06d}"
         )
+        faults.point("validation")
         self.logbook.log("val", self.step, summary)
+        self.curve_step = self.step
         log.info(
             "validation at step %d: Hit@1 %.3f [%.3f, %.3f], ValidRatio %.3f",
             self.step,
@@ -344,6 +348,9 @@ class Trainer:
             self.curve_started = before = True
         if before and self.step == 0:
             self._checkpoint()
+        if self._curve_due() and self.curve_step != self.step:  # a crash interrupted this point
+            self.validate()
+            self._checkpoint()
         budget = cfg.train.minutes * 60 if cfg.train.minutes is not None else float("inf")
         bad = idle = 0
         bar = self._progress_bar()
@@ -391,10 +398,12 @@ class Trainer:
                     metrics.get("excluded_share", float("nan")),
                     metrics.get("mean_turns", float("nan")),
                 )
-            if cfg.eval.every and self.step % cfg.eval.every == 0:
+            due = self._curve_due()
+            if due or self.step % cfg.checkpoint.every == 0:
+                self._checkpoint()  # before the curve point: a crash during it loses no training
+            if due:
                 self.validate()
-            if self.step % cfg.checkpoint.every == 0:
-                self._checkpoint()
+                self._checkpoint()  # the point recorded: a resumed run does not play it again
         bar.close()
         # A resumed run whose checkpoint already holds the final evaluation of this step (it was
         # killed after its final re-save) has nothing left to do but write the summary.
@@ -410,6 +419,10 @@ class Trainer:
         if self.world.main:
             atomic_write(self.run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=2)))
         return summary
+
+    def _curve_due(self) -> bool:
+        every = self.config.eval.every
+        return bool(every) and self.step > 0 and self.step % every == 0
 
     def _progress(self) -> float:
         """Steps done when steps bound the run; training minutes when a wall-clock budget ends it, so
@@ -450,6 +463,7 @@ class Trainer:
                 "train_seconds": self.train_seconds,
                 "metrics_bytes": self.logbook.size(),
                 "curve_started": self.curve_started,
+                "curve_step": self.curve_step,
             },
             keep=self.config.checkpoint.keep,
             whole=whole_state,
