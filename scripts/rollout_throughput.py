@@ -7,6 +7,11 @@ version (e.g. `git worktree add /tmp/before 8dc252d`, the generation path before
 same seed both versions sample the same tokens, which the printed token counts show.
 
     python scripts/rollout_throughput.py --dataset lastfm --data-dir ../shared/data --waves 4 16 64
+
+On a GPU (random-init model of a published shape, the growing cache against the compiled static one):
+
+    python scripts/rollout_throughput.py --config gpu-qwen2.5-0.5b --set model.name=/tmp/random-qwen2.5-0.5b \
+        --set generation.static_cache=true --label static --waves 16 64 128
 """
 
 import argparse
@@ -26,6 +31,8 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=5, help="at most this many turns per episode")
     parser.add_argument("--code-root", help="import coars_fast from this checkout (another version)")
     parser.add_argument("--label", default="this checkout")
+    parser.add_argument("--warm", action="store_true", help="play each wave once untimed first (compiled steps)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override")
     args = parser.parse_args()
     if args.code_root:
         sys.path.insert(0, str(Path(args.code_root).resolve()))
@@ -40,6 +47,7 @@ def main() -> None:
     overrides = [f"data.dataset={args.dataset}", "tensorboard=false"]
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
+    overrides += args.set
     config = load_config(args.config, overrides)
     trainer = Trainer(config, Path(tempfile.mkdtemp(prefix="rollout-throughput-")), progress=False)
     trainer.model.eval()
@@ -65,6 +73,8 @@ def main() -> None:
     print("| code | wave (episodes) | turns | generated tokens | seconds | episodes/s | generated tokens/s |")
     print("|---|---|---|---|---|---|---|")
     for wave in args.waves:
+        if args.warm:
+            play(wave)
         seconds, turns, tokens = play(wave)
         print(
             f"| {args.label} | {wave} | {turns} | {tokens} | {seconds:.1f} | {wave / seconds:.3f} | "

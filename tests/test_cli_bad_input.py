@@ -6,6 +6,7 @@ import gzip
 import time
 
 import pytest
+import torch
 from helpers import write_jsonl
 
 from coars_fast.cli import build_parser, main
@@ -97,6 +98,21 @@ ROWS = [
     ("data check --dataset jsonl --data-dir {tmp}/badline", "sequences.jsonl:2: not valid JSON"),
     ("baseline --dataset jsonl --data-dir {tmp}/singles --method sasrec", "no training episodes"),
     ("data check --dataset instruments --data-dir {tmp}", "has no instruments/ folder"),
+    ("train --dataset synthetic --set model.device=gpu", "config key 'model.device' 'gpu' is not a torch device"),
+    *(
+        [
+            (
+                "train --dataset synthetic --set model.device=cuda",
+                "config key 'model.device' 'cuda': this torch sees no CUDA device",
+            ),
+            (
+                "train --dataset synthetic --set model.liger_patches=true",
+                "config key 'model.liger_patches' needs CUDA and liger-kernel",
+            ),
+        ]
+        if not torch.cuda.is_available()
+        else []
+    ),
     # using trained agents
     ("recommend --history Blur --candidates Oasis Oasis", "--candidates: an item is listed twice"),
     (

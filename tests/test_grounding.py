@@ -169,3 +169,59 @@ def test_copies_of_a_prompt_prefilled_once_generate_as_without_the_cache(tiny):
     assert [c.ids for c in cached] == [p.ids for p in plain]
     assert all(abs(a - b) < 1e-4 for c, p in zip(cached, plain) for a, b in zip(c.logprobs, p.logprobs))
     assert prefill_shared(model, prompts, keys, PromptCache()) == 2 * sum(len(p) - 1 for p in prompts[::3])
+
+
+def _uneven_prompts(tok, n):
+    chats = [[{"role": "user", "content": f"User {i} liked Blur{' and Pulp' * i}. Which next?"}] for i in range(n)]
+    return [encode_chat(tok, chat + [{"role": "assistant", "content": "Item:"}]) for chat in chats]
+
+
+def test_static_cache_generates_as_the_growing_cache(tiny, monkeypatch):
+    """generation.static_cache (meant for CUDA, where transformers compiles the decode step): the same
+    greedy answers and log-probs as the growing cache, from calls padded to few row counts and cache
+    lengths (7 prompts in calls of 4 and 3: both padded to 4 rows, 1024 positions); a prompt cache is
+    left alone (each call prefills its prompts)."""
+    from coars_fast.models.prompt_cache import PromptCache
+
+    model, tok = tiny
+    prompts, choices = _uneven_prompts(tok, 7), [recommendation_heads(TITLES)] * 7
+    settings = GenerationSettings(greedy=True, max_new_tokens=12, batch_size=4, reason_tokens=6)
+    calls, real = [], model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: calls.append(kw) or real(**kw))
+    growing = generate(model, tok, prompts, settings, "rec", choices=choices)
+    cache = PromptCache()
+    static = generate(model, tok, prompts, replace(settings, static_cache=True), "rec", cache, list("abcdefg"), choices)
+    assert [s.ids for s in static] == [g.ids for g in growing]
+    assert max(abs(a - b) for s, g in zip(static, growing) for a, b in zip(s.logprobs, g.logprobs)) < 1e-5
+    assert len(cache) == 0
+    shapes = [(kw["input_ids"].shape[0], kw.get("cache_implementation"), kw.get("max_cache_len")) for kw in calls]
+    assert shapes == [(4, None, None), (3, None, None), (4, "static", 1024), (4, "static", 1024)]
+
+
+def test_static_cache_keeps_the_model_logprobs_when_the_decode_step_is_compiled(tiny):
+    """Under torch.compile (dynamo with the eager backend here; transformers compiles only on CUDA
+    unless told), the LM-head hook that records each sampled token's log-prob still fires: the stored
+    log-probs equal a plain forward pass's."""
+    from torch._dynamo.utils import counters
+    from transformers.generation.configuration_utils import CompileConfig
+
+    model, tok = tiny
+    graphs = counters["stats"]["unique_graphs"]
+    compile_config = CompileConfig(backend="eager", mode=None)
+    compile_config._compile_all_devices = True  # transformers' switch to compile off CUDA
+    torch.manual_seed(2)
+    settings = GenerationSettings(greedy=False, temperature=0.8, max_new_tokens=8, batch_size=4, static_cache=True)
+    prompts = _uneven_prompts(tok, 3)
+    try:
+        model.generation_config.compile_config = compile_config
+        outs = generate(model, tok, prompts, settings, "rec", choices=[recommendation_heads(TITLES)] * 3)
+    finally:
+        model.generation_config.compile_config = None
+    assert counters["stats"]["unique_graphs"] > graphs  # the decode step was compiled
+    model.set_adapter("rec")
+    for out in outs:
+        assert parse_recommendation("Item:" + out.text, TITLES).valid
+        ids = torch.tensor([list(out.prompt_ids) + list(out.ids)])
+        logits = model(input_ids=ids).logits[0, len(out.prompt_ids) - 1 : -1].float() / 0.8
+        expected = torch.log_softmax(logits, -1).gather(1, torch.tensor(out.ids)[:, None]).squeeze(1)
+        assert torch.allclose(torch.tensor(out.logprobs), expected, atol=1e-4)

@@ -12,6 +12,8 @@ from coars_fast.kernels.validation import MIN_TEMPERATURE
 from coars_fast.models.grounding import GroundedLogits, TokenTrie, forced_steps, newline_token_ids
 from coars_fast.models.prompt_cache import PromptCache, prefill_shared, rows_of, stack_left_padded
 
+STATIC_CACHE_STEP = 1024  # static KV caches are sized in multiples of this many positions
+
 
 @dataclass(frozen=True)
 class GenerationSettings:
@@ -22,6 +24,11 @@ class GenerationSettings:
     batch_size: int = 16  # sequences per generate() call; bounds the KV cache
     grounded: bool = True  # answer heads decoded under a trie of the allowed choices (see grounding.py)
     reason_tokens: int = 32  # grounded answers: at most this many free tokens (the reason) after the head
+    # Decode into a preallocated KV cache, which transformers compiles on CUDA (CUDA graphs): the
+    # per-token launch overhead goes, but each call prefills its whole prompts (no prompt-KV reuse
+    # across turns, which pays on CPUs where prefill is the cost). Shapes are bucketed so that the
+    # compiled step is reused: rows padded to one of four batch sizes, the cache to STATIC_CACHE_STEP.
+    static_cache: bool = False
 
     def __post_init__(self):
         if (
@@ -128,6 +135,8 @@ def generate(
     if choices is not None and len(choices) != len(prompts):
         raise ValueError("choices needs one entry (a list of answer heads, or None) per prompt")
     stops = stop_token_ids(model, tokenizer)
+    if settings.static_cache:
+        cache = keys = None  # a static cache is sized per call; see GenerationSettings.static_cache
     if cache is not None:
         prefill_shared(model, prompts, keys, cache)  # the G copies of a training prompt: one prefill
     tries: list[TokenTrie | None] = [None] * len(prompts)
@@ -139,12 +148,23 @@ def generate(
     for start in range(0, len(order), settings.batch_size):
         chunk = order[start : start + settings.batch_size]
         chunk_keys = [keys[i] for i in chunk] if cache is not None else None
+        padded = _static_rows(len(chunk), settings.batch_size) if settings.static_cache else len(chunk)
+        rows = chunk + [chunk[0]] * (padded - len(chunk))
         batch = _generate_batch(
-            model, tokenizer, [prompts[i] for i in chunk], settings, stops, cache, chunk_keys, [tries[i] for i in chunk]
+            model, tokenizer, [prompts[i] for i in rows], settings, stops, cache, chunk_keys, [tries[i] for i in rows]
         )
-        for i, generated in zip(chunk, batch):
+        for i, generated in zip(chunk, batch):  # the padding rows' answers are dropped
             results[i] = generated
     return results
+
+
+def _static_rows(rows: int, batch_size: int) -> int:
+    """Rows of a static-cache call: the smallest of batch_size / 8, / 4, / 2 and batch_size that holds
+    them (few shapes: a compiled decode step is recompiled for each new one, and per adapter)."""
+    for size in (max(1, batch_size // 8), max(1, batch_size // 4), max(1, batch_size // 2), batch_size):
+        if rows <= size:
+            return size
+    return rows
 
 
 def _generate_batch(
@@ -167,7 +187,7 @@ def _generate_batch(
         attention[row, cached - n : cached] = 1
         attention[row, cached + width - (len(prompt) - n) :] = 1
     past = stack_left_padded([kv for _, kv in reuse], [n for n, _ in reuse], cached, model.config) if cached else None
-    sampling = {} if settings.greedy else {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
+    options = {} if settings.greedy else {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
     max_new_tokens = settings.max_new_tokens
     newlines = newline_token_ids(tokenizer) if any(tries) else frozenset()
     temperature = 1.0 if settings.greedy else settings.temperature
@@ -177,6 +197,11 @@ def _generate_batch(
         # A head is never cut short: room for the longest head plus a few tokens of reason.
         max_new_tokens = max(max_new_tokens, max(t.depth for t in tries if t) + 8)
         processors.append(GroundedLogits(tries, cached + width, newlines, stops, settings.reason_tokens))
+    if settings.static_cache:
+        options["cache_implementation"] = "static"
+        # a compiled decode graph per row count and adapter: 8, more than dynamo's default limit per frame
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
+        options["max_cache_len"] = -(-(cached + width + max_new_tokens) // STATIC_CACHE_STEP) * STATIC_CACHE_STEP
     from transformers import LogitsProcessorList
 
     hook = model.get_output_embeddings().register_forward_hook(recorder.hook)
@@ -191,7 +216,7 @@ def _generate_batch(
             eos_token_id=sorted(stops),
             return_dict_in_generate=True,
             logits_processor=LogitsProcessorList(processors),
-            **sampling,
+            **options,
         )
     finally:
         hook.remove()

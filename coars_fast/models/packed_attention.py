@@ -132,7 +132,7 @@ def _register():
 
 
 @contextlib.contextmanager
-def _switched(config, name: str):
+def switched_attention(config, name: str):
     """The block runs with attention implementation `name`; the previous one is restored after."""
     _register()
     previous, config._attn_implementation = config._attn_implementation, name
@@ -153,7 +153,7 @@ def packed_attention(decoder, cu_seqlens: torch.Tensor, max_len: int):
     if config._attn_implementation != "sdpa" or kernel is None:
         yield {}
         return
-    with _switched(config, kernel):
+    with switched_attention(config, kernel):
         yield dict(cu_seq_lens_q=cu_seqlens, cu_seq_lens_k=cu_seqlens, max_length_q=max_len, max_length_k=max_len)
 
 
@@ -251,11 +251,11 @@ def tree_attention(decoder, subtree_end: torch.Tensor, flex: bool | None = None)
     device = subtree_end.device
     use_flex = flex_attention_available(device) if flex is None else flex
     if not use_flex and device.type == "cpu" and config._attn_implementation == "sdpa":
-        with _switched(config, TREE_CHAINS):
+        with switched_attention(config, TREE_CHAINS):
             yield {"tree_chains": chain_masks(tree_chains(subtree_end), device)}
         return
     if not use_flex:
         yield {"attention_mask": tree_mask(subtree_end)}
         return
-    with _switched(config, "flex_attention"):
+    with switched_attention(config, "flex_attention"):
         yield {"attention_mask": tree_block_mask(subtree_end)}

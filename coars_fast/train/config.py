@@ -11,6 +11,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 
 from coars_fast.data.synthetic import SyntheticSettings
@@ -18,6 +19,7 @@ from coars_fast.env.rewards import RewardSettings
 from coars_fast.errors import ConfigError
 from coars_fast.models.generation import GenerationSettings
 from coars_fast.models.lora import LoraSettings
+from coars_fast.models.memory import liger_unavailable
 from coars_fast.rollout.collector import RolloutSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -35,6 +37,21 @@ def _check(obj, **rules) -> None:
 class ModelConfig:
     name: str | None = None  # HF id or local folder; None: the embedded SmolLM2-135M-Instruct
     device: str | None = None  # None: cuda when available
+    # Liger-Kernel's RMSNorm, SwiGLU and RoPE kernels (needs CUDA and liger-kernel); off until
+    # measured on a GPU (coars_fast/models/memory.py)
+    liger_patches: bool = False
+
+    def __post_init__(self):
+        if self.device is not None:
+            try:
+                kind = torch.device(self.device).type
+            except RuntimeError:
+                raise ValueError(f"device {self.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+            if kind == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"device {self.device!r}: this torch sees no CUDA device")
+        problem = liger_unavailable(self.device) if self.liger_patches else None
+        if problem:
+            raise ValueError(f"liger_patches {problem}")
 
 
 @dataclass(frozen=True)
@@ -108,6 +125,9 @@ class TrainConfig:
     # tree: shared prompt prefixes computed once (coars_fast/rollout/tree_packing.py); flat: every turn
     # its own sequence; auto: the one measured faster on the device (tree on CPU, flat on CUDA)
     packing: str = "auto"
+    # recompute each decoder layer's activations in backward instead of keeping them: less memory,
+    # about one more forward of time (coars_fast/models/memory.py)
+    checkpoint_activations: bool = False
     peers: bool = True  # show the User agent peer evidence p_t (and use q_t in its reward)
     seed: int = 0
 

@@ -43,6 +43,7 @@ from coars_fast.errors import ConfigError, TrainingError
 from coars_fast.evaluation import EvalSettings, evaluate, write_result
 from coars_fast.kernels import active_backend
 from coars_fast.models import add_agent_adapters, load_agent_adapters, load_model
+from coars_fast.models.memory import checkpoint_activations, liger_patches
 from coars_fast.models.packed_attention import flex_attention_available
 from coars_fast.rollout import Agents, PeerIndex, Rollout, collect, pack, pack_trees, padding_report
 from coars_fast.rollout.collector import non_finite_sampling
@@ -128,6 +129,8 @@ class Trainer:
             self.world, lambda: load_model(config.model.name, device_for(self.world, config.model.device))
         )
         self.device = next(base.parameters()).device
+        if config.model.liger_patches:
+            liger_patches(base, self.device)
         self.pack = packer(config.train.packing, self.device)
         checkpoint = latest_checkpoint(run_dir) if resume else None
         if resume and checkpoint is None:
@@ -137,6 +140,8 @@ class Trainer:
         else:
             torch.manual_seed(config.train.seed)  # LoRA A matrices start random: same seed, same start
             self.model = add_agent_adapters(base, config.lora)
+        if config.train.checkpoint_activations:
+            checkpoint_activations(self.model)
         self.units = self._shard()  # before the optimizer: it steps the sharded parameters
         self.sampler = Agents(self.model, tokenizer, config.generation)
         self.greedy = Agents(self.model, tokenizer, replace(config.generation, greedy=True))
@@ -297,6 +302,8 @@ class Trainer:
             }
         rolled = time.perf_counter()
         faults.point("rollout")
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         self.model.train()
         batches, stats = gradients_of_step(
             self.model,
@@ -326,6 +333,8 @@ class Trainer:
             "time_step": elapsed,
             "tokens_per_s": stats.get("tokens", 0) / max(1e-9, elapsed - (rolled - started)),
         }
+        if self.device.type == "cuda":  # the update's peak (activations, kept for backward)
+            metrics["update_peak_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         return merge_metrics(gather(metrics, self.world)) if self.world.distributed else metrics
 
     # -- the loop -----------------------------------------------------------------------------------
@@ -483,7 +492,7 @@ def merge_metrics(parts: list[dict]) -> dict:
             merged[key] = any(values) if all(isinstance(v, bool) for v in values) else values[0]
         elif key in SUMMED:
             merged[key] = sum(values)
-        elif key.startswith("time_"):
+        elif key.startswith("time_") or key.endswith("peak_memory_gb"):  # the slowest, the fullest rank
             merged[key] = max(values)
         else:
             merged[key] = sum(values) / len(values)
