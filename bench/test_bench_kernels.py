@@ -129,21 +129,41 @@ def test_logprobs_step_cpu(benchmark, smoke):
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA cases (need a GPU)")
 
 
+# The CoARS step's time limits on CUDA against naive (the performance issue's targets): at D = 4096
+# three weight passes at the best published Hopper rate, at D = 896 where naive is memory-bound.
+CUDA_COARS_TIME_VS_NAIVE = {"gpu-4096": 0.85, "gpu-896": 0.5}
+
+
 @needs_cuda
 @pytest.mark.parametrize("shape", ["gpu-4096", "gpu-896"])
 def test_coars_step_cuda(benchmark, smoke, shape):
+    """Triton (streaming backward, 4 weight passes) beside the torch backend on cuBLAS (the expected
+    weight held from the forward: 3 passes, unfused epilogues), naive and Liger."""
     rows = _run_case(
-        benchmark, "coars", "cuda", "smoke" if smoke else shape, torch.bfloat16, smoke, ["ours", "naive", "liger"]
+        benchmark,
+        "coars",
+        "cuda",
+        "smoke" if smoke else shape,
+        torch.bfloat16,
+        smoke,
+        ["ours", "naive", "liger", "torch-fallback"],
     )
     if not smoke:
         assert rows["ours"]["memory_vs_naive"] <= 0.10
+        assert rows["ours"]["time_vs_naive"] <= CUDA_COARS_TIME_VS_NAIVE[shape]
 
 
 @needs_cuda
 @pytest.mark.parametrize("shape", ["gpu-4096", "gpu-896"])
 def test_logprobs_step_cuda(benchmark, smoke, shape):
     rows = _run_case(
-        benchmark, "logprobs", "cuda", "smoke" if smoke else shape, torch.bfloat16, smoke, ["ours", "naive", "cce"]
+        benchmark,
+        "logprobs",
+        "cuda",
+        "smoke" if smoke else shape,
+        torch.bfloat16,
+        smoke,
+        ["ours", "naive", "cce", "torch-fallback"],
     )
     if not smoke:
         assert rows["ours"]["memory_vs_naive"] <= 0.10
