@@ -3,7 +3,8 @@
 # $OUT: the Triton kernels against the reference on CUDA, the kernel benchmarks against naive /
 # Liger / CCE, the training-step benchmark, rollout throughput (growing vs static KV cache), a short
 # `coars-fast train` on a random-init model, the update's peak memory with checkpointed layers and with
-# Liger's patches, and Liger's GRPO chunk-size sweep.
+# Liger's patches, and Liger's GRPO chunk-size sweep. All steps' limits add up to more than one device
+# call allows: split them over calls with ONLY="name name ..." (make-model is needed by the rest).
 #
 # Expects, carried beside the tree (both git-ignored):
 #   .whl/  pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64
@@ -34,8 +35,9 @@ from coars_fast.models.packed_attention import varlen_kernel; print('torch varle
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-step() {  # step NAME SECONDS COMMAND...
+step() {  # step NAME SECONDS COMMAND... (skipped when $ONLY lists other steps)
   local name=$1 limit=$2; shift 2
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
   echo "== $name (limit ${limit}s)"
   local start=$SECONDS
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
