@@ -104,6 +104,11 @@ def coars_torch_fallback(x):
         return _coars_ours(x)
 
 
+def coars_gemm(x):
+    with forced_backend("gemm"):
+        return _coars_ours(x)
+
+
 def coars_naive(x):
     hidden = x["hidden"].detach().requires_grad_()
     with torch.no_grad():
@@ -159,6 +164,11 @@ def logprobs_torch_fallback(x):
         return _logprobs_ours(x)
 
 
+def logprobs_gemm(x):
+    with forced_backend("gemm"):
+        return _logprobs_ours(x)
+
+
 def logprobs_naive(x):
     hidden = x["hidden"].detach().requires_grad_()
     logp = _naive_logprobs(hidden, x["weight"], x["targets"])
@@ -184,12 +194,14 @@ IMPLEMENTATIONS = {
         "naive": coars_naive,
         "liger": coars_liger,
         "torch-fallback": coars_torch_fallback,
+        "gemm": coars_gemm,
     },
     "logprobs": {
         "ours": logprobs_ours,
         "naive": logprobs_naive,
         "cce": logprobs_cce,
         "torch-fallback": logprobs_torch_fallback,
+        "gemm": logprobs_gemm,
     },
 }
 

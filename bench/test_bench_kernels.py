@@ -21,6 +21,7 @@ PASSES = {
         "naive": 3,
         "liger": 4,
         "torch-fallback": 3,
+        "gemm": 3,
         "gemm-floor": 3,
     },
     "logprobs": {
@@ -28,6 +29,7 @@ PASSES = {
         "naive": 2,
         "cce": {"cpu": 2, "cuda": 3},
         "torch-fallback": 2,
+        "gemm": 2,
         "gemm-floor": 2,
     },
 }
@@ -137,8 +139,9 @@ CUDA_COARS_TIME_VS_NAIVE = {"gpu-4096": 0.85, "gpu-896": 0.5}
 @needs_cuda
 @pytest.mark.parametrize("shape", ["gpu-4096", "gpu-896"])
 def test_coars_step_cuda(benchmark, smoke, shape):
-    """Triton (streaming backward, 4 weight passes) beside the torch backend on cuBLAS (the expected
-    weight held from the forward: 3 passes, unfused epilogues), naive and Liger."""
+    """Triton (streaming backward, 4 weight passes) beside the two 3-pass cuBLAS paths (the expected
+    weight held from the forward): the gemm backend (fused Triton epilogue) and the torch backend
+    (unfused torch epilogues); naive and Liger."""
     rows = _run_case(
         benchmark,
         "coars",
@@ -146,7 +149,7 @@ def test_coars_step_cuda(benchmark, smoke, shape):
         "smoke" if smoke else shape,
         torch.bfloat16,
         smoke,
-        ["ours", "naive", "liger", "torch-fallback"],
+        ["ours", "naive", "liger", "torch-fallback", "gemm"],
     )
     if not smoke:
         assert rows["ours"]["memory_vs_naive"] <= 0.10
@@ -163,7 +166,7 @@ def test_logprobs_step_cuda(benchmark, smoke, shape):
         "smoke" if smoke else shape,
         torch.bfloat16,
         smoke,
-        ["ours", "naive", "cce", "torch-fallback"],
+        ["ours", "naive", "cce", "torch-fallback", "gemm"],
     )
     if not smoke:
         assert rows["ours"]["memory_vs_naive"] <= 0.10

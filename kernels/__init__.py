@@ -6,7 +6,7 @@
     coars_loss(student_hidden, teacher_hidden, weight, targets, rewards, token_weights)
                                                                  -> (loss, stats)
     reference.*                                                  the same on materialised logits
-    active_backend(device)                                       "triton" | "cpu" | "torch" | "reference"
+    active_backend(device)                                       "triton" | "gemm" | "cpu" | "torch" | "reference"
 
 Imports torch only (triton lazily, on CUDA); see docs/KERNELS.md.
 """

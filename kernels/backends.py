@@ -1,6 +1,8 @@
 """Which implementation runs, chosen per device, and said out loud.
 
 - "triton": the Triton kernels, on CUDA (or on CPU tensors under TRITON_INTERPRET=1, for tests);
+- "gemm": cuBLAS GEMMs in row chunks with a Triton epilogue (same devices as "triton"): three weight
+  passes for the CoARS step where "triton" makes four; which is faster is measured in bench/;
 - "cpu": the C++/OpenMP extension coars_fast.kernels._C, on CPU;
 - "torch": the pure-torch chunked fallback, anywhere;
 - "reference": materialised logits (coars_fast.kernels.reference), anywhere; for debugging.
@@ -18,9 +20,9 @@ import warnings
 
 import torch
 
-BACKENDS = ("triton", "cpu", "torch", "reference")
+BACKENDS = ("triton", "gemm", "cpu", "torch", "reference")
 ENV_VAR = "COARS_FAST_BACKEND"
-_MODULES = {"triton": "backend_triton", "cpu": "backend_cpu", "torch": "backend_torch"}
+_MODULES = {"triton": "backend_triton", "gemm": "backend_gemm", "cpu": "backend_cpu", "torch": "backend_torch"}
 _warned = set()
 
 
@@ -61,5 +63,5 @@ def active_backend(device):
 
 
 def backend_module(name):
-    """The module implementing backend `name` ("triton", "cpu" or "torch")."""
+    """The module implementing backend `name` ("triton", "gemm", "cpu" or "torch")."""
     return importlib.import_module(f"{__package__}.{_MODULES[name]}")

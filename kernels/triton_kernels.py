@@ -168,3 +168,51 @@ def logit_grad_kernel(
     grad += tl.where(cols[None, :] == targets[:, None], a[:, None], 0.0)
     out = out_ptr + rows[:, None] * V + cols[None, :]
     tl.store(out, grad.to(out_ptr.dtype.element_ty), mask=row_mask[:, None] & col_mask[None, :])
+
+
+@triton.jit
+def softmax_epilogue_kernel(
+    z_ptr,
+    targets_ptr,
+    partials_ptr,
+    p_ptr,
+    N,
+    V,
+    stride_z,
+    stride_p,
+    total_rows,
+    row_offset,
+    WITH_ENTROPY: tl.constexpr,
+    WRITE_P: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):
+    """The "gemm" backend's epilogue over a [N, V] chunk of z = logits / T that cuBLAS wrote: the
+    row statistics (one vocabulary range, rows row_offset + [0, N) of the partials) in one read of z,
+    and with WRITE_P a second read that writes p = exp(z - max) for the expected-weight GEMM."""
+    rows = block_offsets(tl.program_id(0), BLOCK_M)
+    row_mask = rows < N
+    targets = tl.load(targets_ptr + rows, mask=row_mask, other=-1)
+    m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    s = tl.zeros((BLOCK_M,), tl.float32)
+    t = tl.zeros((BLOCK_M,), tl.float32)
+    e = tl.zeros((BLOCK_M,), tl.float32)
+    for tile in range(0, tl.cdiv(V, BLOCK_V)):
+        cols = tile * BLOCK_V + tl.arange(0, BLOCK_V)  # < V < 2^31; rows carry the int64
+        col_mask = cols < V
+        mask = row_mask[:, None] & col_mask[None, :]
+        # rows past N read 0 (finite: no inf - inf); _fold_tile masks the columns past V
+        z = tl.load(z_ptr + rows[:, None] * stride_z + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        m, s, t, e = _fold_tile(z, cols, col_mask, targets, m, s, t, e, WITH_ENTROPY)
+    base = partials_ptr + rows + row_offset  # the single range's partials [4, total_rows]
+    tl.store(base, m, mask=row_mask)
+    tl.store(base + total_rows, s, mask=row_mask)
+    tl.store(base + 2 * total_rows, t, mask=row_mask)
+    tl.store(base + 3 * total_rows, e, mask=row_mask)
+    if WRITE_P:
+        for tile in range(0, tl.cdiv(V, BLOCK_V)):
+            cols = tile * BLOCK_V + tl.arange(0, BLOCK_V)  # < V < 2^31; rows carry the int64
+            mask = row_mask[:, None] & (cols < V)[None, :]
+            z = tl.load(z_ptr + rows[:, None] * stride_z + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+            p = tl.where(mask, tl.exp(z - m[:, None]), 0.0)
+            tl.store(p_ptr + rows[:, None] * stride_p + cols[None, :], p.to(p_ptr.dtype.element_ty), mask=mask)

@@ -95,9 +95,9 @@ def check_teacher_hidden(hidden, teacher_hidden):
 
 def check_backend_dtype(backend, hidden):
     """The Triton kernels compute in fp32 from fp32/bf16/fp16 loads; float64 needs another backend."""
-    if backend == "triton" and hidden.dtype == torch.float64:
+    if backend in ("triton", "gemm") and hidden.dtype == torch.float64:
         raise ValueError(
-            "hidden is float64, which the triton backend does not run (use COARS_FAST_BACKEND=cpu or torch)"
+            f"hidden is float64, which the {backend} backend does not run (use COARS_FAST_BACKEND=cpu or torch)"
         )
 
 

@@ -24,18 +24,18 @@ def cpu_extension_built():
 
 
 def backends_under_test():
-    """Every backend this machine can run: the interpreter subprocess tests Triton alone; a normal
-    run tests the C++ extension (when built), the torch fallback, and Triton when CUDA is present."""
+    """Every backend this machine can run: the interpreter subprocess tests the two Triton ones; a
+    normal run tests the C++ extension (when built), the torch fallback, and those two on CUDA."""
     if interpreting():
-        return ["triton"]
+        return ["triton", "gemm"]
     names = (["cpu"] if cpu_extension_built() else []) + ["torch"]
     if torch.cuda.is_available() and importlib.util.find_spec("triton") is not None:
-        names.append("triton")
+        names += ["triton", "gemm"]
     return names
 
 
 def device_for(backend):
-    return "cuda" if backend == "triton" and not interpreting() else "cpu"
+    return "cuda" if backend in ("triton", "gemm") and not interpreting() else "cpu"
 
 
 def errors(got, want):

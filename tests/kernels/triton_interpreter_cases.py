@@ -3,7 +3,7 @@ name keeps the normal run from collecting it)."""
 
 import pytest
 import torch
-from kernel_helpers import interpreting
+from kernel_helpers import gen, interpreting  # noqa: F401 (gen: a pytest fixture)
 
 triton = pytest.importorskip("triton")
 tl = pytest.importorskip("triton.language")
@@ -37,3 +37,34 @@ def test_float64_is_refused_by_name(monkeypatch):
         token_logprobs(
             torch.randn(3, 4, dtype=torch.float64), torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 1, 2])
         )
+
+
+@pytest.mark.parametrize("rows_per_chunk", [13, 1000], ids=["10-chunks", "one-chunk"])
+def test_gemm_backend_over_row_chunks(monkeypatch, gen, rows_per_chunk):
+    """The "gemm" backend's GEMMs and epilogue run chunk by chunk (13 rows: chunks that end inside the
+    epilogue's 16-row blocks, the teacher rows' offsets past the student's): the CoARS loss, its
+    statistics and d hidden equal the float64 reference."""
+    from kernel_helpers import IGNORE, as_float64, assert_close, random_problem
+
+    from coars_fast.kernels import backend_torch, coars_loss, reference
+
+    n, d, vocab = 130, 48, 1031
+    monkeypatch.setenv("COARS_FAST_BACKEND", "gemm")
+    monkeypatch.setitem(backend_torch.WORKSPACE_BYTES, "cpu", rows_per_chunk * vocab * 4)
+    assert backend_torch.chunk_rows(vocab, torch.float32, "cpu") == rows_per_chunk
+    p = random_problem(gen, n, d, vocab)
+    ref = as_float64(p)
+    kwargs = dict(distill_coef=0.3, credit_clip=0.5, temperature=1.3, return_entropy=True)
+    hidden, ref_hidden = p["hidden"].requires_grad_(), ref["hidden"].requires_grad_()
+    loss, stats = coars_loss(
+        hidden, p["teacher_hidden"], p["weight"], p["targets"], p["rewards"], p["token_weights"], **kwargs
+    )
+    ref_loss, ref_stats = reference.coars_loss(
+        ref_hidden, ref["teacher_hidden"], ref["weight"], p["targets"], ref["rewards"], ref["token_weights"], **kwargs
+    )
+    for key in ("logp_student", "logp_teacher", "credit", "entropy"):
+        assert_close(stats[key], ref_stats[key], 1e-5, key)
+    loss.backward()
+    ref_loss.backward()
+    assert_close(hidden.grad, ref_hidden.grad, 1e-5, "d student hidden")
+    assert bool((hidden.grad[p["targets"] == IGNORE] == 0).all())
