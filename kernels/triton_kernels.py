@@ -49,6 +49,18 @@ def _fold_tile(z, cols, col_mask, targets, m, s, t, e, WITH_ENTROPY: tl.constexp
 
 
 @triton.jit
+def _row_block_start(targets_ptr, N, BLOCK_M: tl.constexpr):
+    """This program's rows, their mask and targets, and empty running statistics (max, sum, target
+    logit, entropy sum) for _fold_tile."""
+    rows = block_offsets(tl.program_id(0), BLOCK_M)
+    row_mask = rows < N
+    targets = tl.load(targets_ptr + rows, mask=row_mask, other=-1)
+    m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    zeros = tl.zeros((BLOCK_M,), tl.float32)
+    return rows, row_mask, targets, m, zeros, zeros, zeros
+
+
+@triton.jit
 def _store_partials(partials_ptr, split, rows, row_mask, total_rows, m, s, t, e):
     base = partials_ptr + split.to(tl.int64) * 4 * total_rows + rows
     tl.store(base, m, mask=row_mask)
@@ -82,13 +94,7 @@ def vocab_partials_kernel(
     BLOCK_D: tl.constexpr,
 ):
     split = tl.program_id(1)
-    rows = block_offsets(tl.program_id(0), BLOCK_M)
-    row_mask = rows < N
-    targets = tl.load(targets_ptr + rows, mask=row_mask, other=-1)
-    m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    s = tl.zeros((BLOCK_M,), tl.float32)
-    t = tl.zeros((BLOCK_M,), tl.float32)
-    e = tl.zeros((BLOCK_M,), tl.float32)
+    rows, row_mask, targets, m, s, t, e = _row_block_start(targets_ptr, N, BLOCK_M)
     m_t, s_t, t_t, e_t = m, s, t, e
 
     first_tile = split * tiles_per_split
@@ -190,13 +196,7 @@ def softmax_epilogue_kernel(
     """The "gemm" backend's epilogue over a [N, V] chunk of z = logits / T that cuBLAS wrote: the
     row statistics (one vocabulary range, rows row_offset + [0, N) of the partials) in one read of z,
     and with WRITE_P a second read that writes p = exp(z - max) for the expected-weight GEMM."""
-    rows = block_offsets(tl.program_id(0), BLOCK_M)
-    row_mask = rows < N
-    targets = tl.load(targets_ptr + rows, mask=row_mask, other=-1)
-    m = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    s = tl.zeros((BLOCK_M,), tl.float32)
-    t = tl.zeros((BLOCK_M,), tl.float32)
-    e = tl.zeros((BLOCK_M,), tl.float32)
+    rows, row_mask, targets, m, s, t, e = _row_block_start(targets_ptr, N, BLOCK_M)
     for tile in range(0, tl.cdiv(V, BLOCK_V)):
         cols = tile * BLOCK_V + tl.arange(0, BLOCK_V)  # < V < 2^31; rows carry the int64
         col_mask = cols < V
