@@ -12,6 +12,7 @@ CUDA_CONFIGS and backend_torch.WORKSPACE_BYTES, and the figures into bench/RESUL
 
 import argparse
 import json
+import os
 import sys
 
 import torch
@@ -75,6 +76,7 @@ def main():
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("tune_triton_blocks: needs a CUDA device")
+    os.environ["COARS_FAST_AUTOTUNE"] = "0"  # the sweep sets CUDA_CONFIGS itself
     current = {k: dict(v) for k, v in backend_triton.CUDA_CONFIGS.items()}
     current_workspace = backend_torch.WORKSPACE_BYTES["cuda"]
     backend_torch.WORKSPACE_BYTES["cuda"] = max(WORKSPACES)  # backward tiles are swept on the tallest chunk

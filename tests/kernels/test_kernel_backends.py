@@ -95,3 +95,41 @@ def test_torch_backend_keeps_16_bit_gemm_logits_in_fp32(monkeypatch):
         assert got.dtype == torch.float32
         error = ((got.double() - want).norm() / want.norm()).item()
         assert error < 1e-6, f"relative error {error:.2e}: the logits were rounded below fp32"
+
+
+def test_triton_tiles_are_tuned_once_per_shape_and_gpu(monkeypatch):
+    """On CUDA each Triton kernel runs with the fastest of its candidate tile configs, timed on the
+    call's own inputs once per (kernel, D, V, dtype, GPU); a config that cannot launch is skipped;
+    COARS_FAST_AUTOTUNE=0 keeps the H200 pick. Timed by a fake timer here (no GPU needed)."""
+    from coars_fast.kernels import backend_triton as bt
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("COARS_FAST_AUTOTUNE", raising=False)
+    monkeypatch.setattr(bt, "_picked", {})
+    candidates = [bt.CUDA_CONFIGS["partials"], *(c for c in bt.CUDA_CANDIDATES if c != bt.CUDA_CONFIGS["partials"])]
+    assert len(candidates) >= 4
+    seconds = {i: 1.0 + i for i in range(len(candidates))}
+    seconds[3] = 0.5  # the fastest
+    ran = []
+
+    def run(config):
+        ran.append(candidates.index(config))
+        if config is candidates[2]:
+            raise RuntimeError("out of resources: shared memory")  # this tile does not fit the GPU
+        return f"result of {candidates.index(config)}"
+
+    def timer(fn):
+        fn()
+        return seconds[ran[-1]]
+
+    key = (896, 151936, torch.bfloat16, "some GPU")
+    assert bt._tuned("partials", key, run, timer) == "result of 3"
+    assert ran == [*range(len(candidates)), 3]  # every candidate timed once, then the pick
+    ran.clear()
+    assert bt._tuned("partials", key, run, timer) == "result of 3" and ran == [3]  # remembered
+    ran.clear()
+    bt._tuned("partials", (4096, 151936, torch.bfloat16, "some GPU"), run, timer)  # another shape: timed
+    assert len(ran) == len(candidates) + 1
+    ran.clear()
+    monkeypatch.setenv("COARS_FAST_AUTOTUNE", "0")
+    assert bt._tuned("partials", (5, 7, torch.float32, "x"), run, timer) == "result of 0" and ran == [0]
