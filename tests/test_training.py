@@ -344,3 +344,19 @@ def test_a_step_with_every_turn_excluded_logs_and_goes_on(tiny_model_dir, cyclic
     assert len(train) == 2 and all(
         r["samples"] == 0 and "reward_rec" not in r and r["excluded_share"] == 1.0 for r in train
     )
+
+
+def test_checkpointed_activations_train_as_kept_ones(tiny_model_dir, cyclic_dir, tmp_path):
+    """train.checkpoint_activations recomputes the layers in backward: a step ends with the same
+    adapters as with every activation kept (the same rollouts, the same gradients)."""
+    kept = Trainer(_config(tiny_model_dir, cyclic_dir, "train.steps=1"), tmp_path / "kept", progress=False)
+    kept.run()
+    config = _config(tiny_model_dir, cyclic_dir, "train.steps=1", "train.checkpoint_activations=true")
+    recomputed = Trainer(config, tmp_path / "recomputed", progress=False)
+    layer = recomputed.model.get_base_model().model.layers[0]
+    assert layer.gradient_checkpointing and not kept.model.get_base_model().model.layers[0].gradient_checkpointing
+    recomputed.run()
+    a, b = _adapter_weights(kept), _adapter_weights(recomputed)
+    assert a.keys() == b.keys() and len(a) > 0
+    assert max((a[n] - b[n]).abs().max().item() for n in a) <= 1e-6
+    assert max(a[n].abs().max().item() for n in a if "lora_B" in n) > 1e-4  # the step moved B off 0
