@@ -200,3 +200,14 @@ def test_lora_on_the_lm_head_is_refused_not_ignored(smol_tokenizer):
         decoder_and_head(on_head)
     decoder, head = decoder_and_head(add_agent_adapters(tiny_llama(smol_tokenizer, hidden=32, layers=1)))
     assert head.shape == (len(smol_tokenizer), 32)
+
+
+def test_wrapping_and_loading_adapters_warns_nothing(smol_tokenizer, tmp_path):
+    """PEFT reads a property transformers deprecated; its FutureWarning would greet every run."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = add_agent_adapters(tiny_llama(smol_tokenizer))
+        save_agent_adapters(model, tmp_path / "adapters")
+        load_agent_adapters(tiny_llama(smol_tokenizer), tmp_path / "adapters")

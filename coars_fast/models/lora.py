@@ -6,6 +6,8 @@ with `PeftModel.from_pretrained(base, "<folder>/rec")`.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +35,22 @@ class LoraSettings:
         )
 
 
+@contextlib.contextmanager
+def _quiet_peft():
+    """PEFT 0.21 reads transformers' deprecated `is_gradient_checkpointing` when it wraps a model: a
+    FutureWarning on every run that is not ours to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def add_agent_adapters(model, settings: LoraSettings = LoraSettings()):
     """Wrap `model` in a PeftModel holding fresh `rec` and `user` adapters (LoRA B = 0: the base)."""
     from peft import get_peft_model
 
     try:
-        peft_model = get_peft_model(model, settings.peft_config(), adapter_name=AGENTS[0])
+        with _quiet_peft():
+            peft_model = get_peft_model(model, settings.peft_config(), adapter_name=AGENTS[0])
     except ValueError as err:
         raise ConfigError(f"LoRA target modules {settings.target_modules} do not fit this model: {err}") from None
     if head_has_lora(peft_model):
@@ -72,7 +84,10 @@ def load_agent_adapters(model, folder: str | Path, trainable: bool = False):
     missing = [name for name in AGENTS if not (folder / name / "adapter_config.json").is_file()]
     if missing:
         raise ConfigError(f"adapter folder {folder} lacks {', '.join(f'{m}/adapter_config.json' for m in missing)}")
-    peft_model = PeftModel.from_pretrained(model, folder / AGENTS[0], adapter_name=AGENTS[0], is_trainable=trainable)
+    with _quiet_peft():
+        peft_model = PeftModel.from_pretrained(
+            model, folder / AGENTS[0], adapter_name=AGENTS[0], is_trainable=trainable
+        )
     for name in AGENTS[1:]:
         peft_model.load_adapter(folder / name, adapter_name=name, is_trainable=trainable)
     return peft_model
