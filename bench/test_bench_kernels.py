@@ -131,6 +131,12 @@ def test_logprobs_step_cpu(benchmark, smoke):
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA cases (need a GPU)")
 
 
+def _run_cuda_case(benchmark, smoke, case, shape, rivals):
+    """A bf16 case on CUDA: ours (Triton), naive, the given rivals, and both 3-pass cuBLAS paths."""
+    names = ["ours", "naive", *rivals, "torch-fallback", "gemm"]
+    return _run_case(benchmark, case, "cuda", "smoke" if smoke else shape, torch.bfloat16, smoke, names)
+
+
 # The CoARS step's time limits on CUDA against naive (the performance issue's targets): at D = 4096
 # three weight passes at the best published Hopper rate, at D = 896 where naive is memory-bound.
 CUDA_COARS_TIME_VS_NAIVE = {"gpu-4096": 0.85, "gpu-896": 0.5}
@@ -142,15 +148,7 @@ def test_coars_step_cuda(benchmark, smoke, shape):
     """Triton (streaming backward, 4 weight passes) beside the two 3-pass cuBLAS paths (the expected
     weight held from the forward): the gemm backend (fused Triton epilogue) and the torch backend
     (unfused torch epilogues); naive and Liger."""
-    rows = _run_case(
-        benchmark,
-        "coars",
-        "cuda",
-        "smoke" if smoke else shape,
-        torch.bfloat16,
-        smoke,
-        ["ours", "naive", "liger", "torch-fallback", "gemm"],
-    )
+    rows = _run_cuda_case(benchmark, smoke, "coars", shape, ["liger"])
     if not smoke:
         assert rows["ours"]["memory_vs_naive"] <= 0.10
         assert rows["ours"]["time_vs_naive"] <= CUDA_COARS_TIME_VS_NAIVE[shape]
@@ -159,14 +157,6 @@ def test_coars_step_cuda(benchmark, smoke, shape):
 @needs_cuda
 @pytest.mark.parametrize("shape", ["gpu-4096", "gpu-896"])
 def test_logprobs_step_cuda(benchmark, smoke, shape):
-    rows = _run_case(
-        benchmark,
-        "logprobs",
-        "cuda",
-        "smoke" if smoke else shape,
-        torch.bfloat16,
-        smoke,
-        ["ours", "naive", "cce", "torch-fallback", "gemm"],
-    )
+    rows = _run_cuda_case(benchmark, smoke, "logprobs", shape, ["cce"])
     if not smoke:
         assert rows["ours"]["memory_vs_naive"] <= 0.10
