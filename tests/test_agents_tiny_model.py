@@ -129,10 +129,15 @@ def test_two_adapters_differ_once_one_is_perturbed(tiny_agents, tmp_path):
 
 def test_shared_prefix_scoring_matches_separate_forwards(tiny_agents):
     tok, model = tiny_agents.tokenizer, tiny_agents.model
+    # two users' questions (a shared prefix each, one chain computed once) and one lone prompt
     chats = [
-        [{"role": "user", "content": f"Do you like {item}? Answer like or dislike."}]
+        [
+            {"role": "system", "content": f"You are {user}, who listened to Kent, Suede, Doves, Keane and Muse last week."},
+            {"role": "user", "content": f"Do you like {item}? Answer like or dislike."},
+        ]
+        for user in ("ann", "bob from the other side of town")
         for item in ("Blur", "Pulp and friends", "Air")
-    ]
+    ] + [[{"role": "user", "content": "Hello"}]]
     prompts = [encode_chat(tok, c) for c in chats]
     got = next_token_logprobs(model, tok, prompts, adapter="user")
     for row, prompt in enumerate(prompts):

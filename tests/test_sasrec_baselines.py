@@ -104,3 +104,30 @@ def test_training_ends_by_epochs_a_time_limit_is_never_cached_and_retrain_forces
     short_path = path.with_name(f"jsonl-{sasrec.training_key(cyclic_dataset, short)}.pt")
     sasrec.load_or_train(cyclic_dataset, short, progress=False)
     assert not short_path.exists() and calls == [1, 1]
+
+
+def test_peer_representations_are_cached_beside_sasrec_and_never_stale(cyclic_dataset, monkeypatch):
+    """The second PeerIndex of a cached SASRec reads its users' representations from disk instead of
+    encoding them; a retrained SASRec (a new weights file) encodes them again."""
+    from coars_fast.rollout.peers import PeerIndex, _training_users
+
+    config = sasrec.SASRecConfig(max_epochs=2, patience=10, seed=3)
+    model = sasrec.load_or_train(cyclic_dataset, config, progress=False)
+    encoded = []
+    real = sasrec.SASRec.encode
+    monkeypatch.setattr(sasrec.SASRec, "encode", lambda self, h: encoded.append(len(h)) or real(self, h))
+    first = PeerIndex(model, cyclic_dataset)
+    users = len(_training_users(cyclic_dataset.split("train")))
+    assert encoded == [users] and model.cache_path.with_suffix(".peers.pt").is_file()
+    again = PeerIndex(sasrec.load_or_train(cyclic_dataset, config, progress=False), cyclic_dataset)
+    assert encoded == [users] and torch.equal(again.reps, first.reps)
+    with torch.no_grad():  # independent: the representations straight from the model
+        expected = torch.nn.functional.normalize(
+            real(model, [s for _, s, _ in _training_users(cyclic_dataset.split("train"))]), dim=1
+        )
+    assert torch.allclose(again.reps, expected, atol=1e-6)
+    # new weights in the cached file (as a retrained SASRec would write): encoded again, not reused
+    state = {k: v + 0.01 if k == "norm.bias" else v for k, v in model.state_dict().items()}
+    torch.save(state, model.cache_path)
+    changed = PeerIndex(sasrec.load_or_train(cyclic_dataset, config, progress=False), cyclic_dataset)
+    assert encoded == [users, users] and not torch.allclose(changed.reps, first.reps)

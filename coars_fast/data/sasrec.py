@@ -77,6 +77,7 @@ class SASRec(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config.hidden, config.heads, config.dropout) for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.hidden)
+        self.cache_path = None  # the weights file when this model is the cached one (load_or_train)
 
     def pad_histories(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """Left-pad (and truncate to the most recent max_len) into a [B, max_len] id tensor."""
@@ -139,6 +140,7 @@ def load_or_train(
     model = SASRec(dataset.num_items, config)
     if path.exists() and not retrain:
         model.load_state_dict(torch.load(path, weights_only=True))
+        model.cache_path = path
         log.info("loaded SASRec from %s", path)
         return model.eval()
     ended = train(model, dataset.split("train"), progress=progress)
@@ -151,6 +153,7 @@ def load_or_train(
         return model.eval()
     atomic_write(path, lambda tmp: torch.save(model.state_dict(), tmp))
     atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(ended)))
+    model.cache_path = path
     log.info("saved SASRec to %s (%s after %d epochs)", path, ended["ended"], ended["epochs"])
     return model.eval()
 

@@ -17,6 +17,7 @@ from coars_fast.env.prompts import preference_messages
 FUTURE = 10  # positives per user
 NEGATIVES = 10
 LIKE, DISLIKE = ("like", "Like"), ("dislike", "Dislike")
+CASES_PER_CALL = 10  # users whose questions share one forward (its logits: 200 x vocabulary floats)
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,18 @@ def ask_preferences(agents, dataset: Dataset, cases: Sequence[PreferenceCase], s
     if set(like) & set(dislike):
         raise RuntimeError("this tokenizer gives 'like' and 'dislike' the same first token")
     tp = fp = fn = tn = 0
-    for case, state in zip(cases, states):
-        items = case.positives + case.negatives
-        memory = state.memory()
-        chats = [preference_messages(state.domain, state.history, memory, dataset.title(i)) for i in items]
+    # several users' questions per forward: longer streams run at a better rate (models/prefill.py)
+    for start in range(0, len(cases), CASES_PER_CALL):
+        chunk = list(zip(cases, states))[start : start + CASES_PER_CALL]
+        asked = [(case, i) for case, _ in chunk for i in case.positives + case.negatives]
+        chats = [
+            preference_messages(state.domain, state.history, state.memory(), dataset.title(i))
+            for case, state in chunk
+            for i in case.positives + case.negatives
+        ]
         logp = agents.next_token_logprobs("user", chats)
         says_like = (torch.logsumexp(logp[:, like], 1) > torch.logsumexp(logp[:, dislike], 1)).tolist()
-        for item, liked in zip(items, says_like):
+        for (case, item), liked in zip(asked, says_like):
             positive = item in case.positives
             tp += liked and positive
             fp += liked and not positive

@@ -10,6 +10,7 @@ import torch
 from coars_fast.errors import ConfigError
 from coars_fast.kernels.validation import MIN_TEMPERATURE
 from coars_fast.models.grounding import GroundedLogits, TokenTrie, forced_steps, newline_token_ids
+from coars_fast.models.prefill import prefill
 from coars_fast.models.prompt_cache import PromptCache, prefill_shared, rows_of, stack_left_padded
 
 STATIC_CACHE_STEP = 1024  # static KV caches are sized in multiples of this many positions
@@ -176,6 +177,11 @@ def _generate_batch(
     reuse = (
         [cache.reusable(key, p) for key, p in zip(keys, prompts)] if cache is not None else [(0, None)] * len(prompts)
     )
+    # CPU: every prompt token but the last computed without padding (prefill.py); decode steps
+    # then append in place (kv_cache.GrowingLayer). CUDA keeps the padded batch.
+    unpadded = device.type == "cpu" and not settings.static_cache
+    if unpadded:
+        reuse = prefill(model, prompts, reuse)
     cached = max(n for n, _ in reuse)
     width = max(len(p) - n for p, (n, _) in zip(prompts, reuse))
     pad = tokenizer.pad_token_id
@@ -186,16 +192,21 @@ def _generate_batch(
         input_ids[row, cached + width - (len(prompt) - n) :] = torch.tensor(prompt[n:], dtype=torch.long)
         attention[row, cached - n : cached] = 1
         attention[row, cached + width - (len(prompt) - n) :] = 1
-    past = stack_left_padded([kv for _, kv in reuse], [n for n, _ in reuse], cached, model.config) if cached else None
     options = {} if settings.greedy else {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
     max_new_tokens = settings.max_new_tokens
+    if any(tries):  # a head is never cut short: room for the longest head plus a few tokens of reason
+        max_new_tokens = max(max_new_tokens, max(t.depth for t in tries if t) + 8)
+    capacity = cached + width + max_new_tokens if unpadded else None
+    past = (
+        stack_left_padded([kv for _, kv in reuse], [n for n, _ in reuse], cached, model.config, capacity)
+        if cached
+        else None
+    )
     newlines = newline_token_ids(tokenizer) if any(tries) else frozenset()
     temperature = 1.0 if settings.greedy else settings.temperature
     recorder = StepLogprobs(temperature)
     processors = [recorder]
     if any(tries):
-        # A head is never cut short: room for the longest head plus a few tokens of reason.
-        max_new_tokens = max(max_new_tokens, max(t.depth for t in tries if t) + 8)
         processors.append(GroundedLogits(tries, cached + width, newlines, stops, settings.reason_tokens))
     if settings.static_cache:
         options["cache_implementation"] = "static"

@@ -186,20 +186,41 @@ def tree_chains(subtree_end: torch.Tensor) -> list[tuple[int, int, list[tuple[in
 
 
 def tree_chain_attention_forward(
-    module, query, key, value, attention_mask, scaling=None, dropout=0.0, tree_chains=None, **kwargs
+    module,
+    query,
+    key,
+    value,
+    attention_mask,
+    scaling=None,
+    dropout=0.0,
+    tree_chains=None,
+    chain_pasts=None,
+    kv_out=None,
+    **kwargs,
 ):
     """transformers attention function (CPU): attention along a token tree, chain by chain (see
     `tree_chains`; `tree_chains` here also carries each chain's mask). query [1, Hq, T, D], key/value
-    [1, Hkv, T, D] -> ([1, T, Hq, D], None). Only the ancestors' keys and values are copied."""
+    [1, Hkv, T, D] -> ([1, T, Hq, D], None). Only the ancestors' keys and values are copied.
+
+    For prefill (coars_fast/models/prefill.py): `chain_pasts`, per chain None or the KV it continues,
+    held outside the stream (per layer a pair [Hkv, n, D], seen before the ancestors; `chain_masks`
+    counts its n keys); `kv_out`, a dict given each layer's stream keys and values [Hkv, T, D]."""
     if tree_chains is None or query.shape[0] != 1:
         raise ValueError(f"{TREE_CHAINS} attention needs one token tree and its chains")
+    if kv_out is not None:
+        kv_out[module.layer_idx] = (key[0], value[0])
     gqa = key.shape[1] != query.shape[1]
     parts = []
-    for a, b, ancestors, mask in tree_chains:
-        keys, values = key[:, :, a:b], value[:, :, a:b]
-        if ancestors:
-            keys = torch.cat([key[:, :, s:e] for s, e in ancestors] + [keys], dim=2)
-            values = torch.cat([value[:, :, s:e] for s, e in ancestors] + [values], dim=2)
+    for c, (a, b, ancestors, mask) in enumerate(tree_chains):
+        past = chain_pasts[c] if chain_pasts is not None else None
+        spans = [(s, e) for s, e in ancestors] + [(a, b)]
+        keys = [key[:, :, s:e] for s, e in spans]
+        values = [value[:, :, s:e] for s, e in spans]
+        if past is not None:
+            keys.insert(0, past[module.layer_idx][0][None])
+            values.insert(0, past[module.layer_idx][1][None])
+        keys = keys[0] if len(keys) == 1 else torch.cat(keys, dim=2)
+        values = values[0] if len(values) == 1 else torch.cat(values, dim=2)
         parts.append(
             torch.nn.functional.scaled_dot_product_attention(
                 query[:, :, a:b], keys, values, attn_mask=mask, is_causal=mask is None, scale=scaling, enable_gqa=gqa
@@ -208,12 +229,13 @@ def tree_chain_attention_forward(
     return torch.cat(parts, dim=2).transpose(1, 2), None
 
 
-def chain_masks(chains, device: torch.device) -> list[tuple]:
-    """`tree_chains` with each chain's [length, ancestors + length] bool mask (None for a root chain:
-    plain causal)."""
+def chain_masks(chains, device: torch.device, past_lengths=None) -> list[tuple]:
+    """`tree_chains` with each chain's [length, seen + length] bool mask, where `seen` counts its
+    ancestors' nodes and its `past_lengths` entry (keys held outside the stream); None for a chain
+    that sees nothing before itself (plain causal)."""
     out = []
-    for a, b, ancestors in chains:
-        seen = sum(e - s for s, e in ancestors)
+    for c, (a, b, ancestors) in enumerate(chains):
+        seen = sum(e - s for s, e in ancestors) + (past_lengths[c] if past_lengths is not None else 0)
         mask = torch.ones(b - a, seen + b - a, dtype=torch.bool, device=device).tril(seen) if seen else None
         out.append((a, b, ancestors, mask))
     return out

@@ -12,10 +12,13 @@ sliding windows of one person's listening look.
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 from collections.abc import Sequence
 
 import torch
 
+from coars_fast.cache import atomic_write
 from coars_fast.data.dataset import Dataset, Episode
 from coars_fast.env import EpisodeState, PeerEvidence
 
@@ -29,9 +32,7 @@ class PeerIndex:
         users = _training_users(dataset.split("train"))
         self.user_ids = [user for user, _, _ in users]
         self.items = [items for _, _, items in users]
-        reps = torch.cat(
-            [sasrec.encode([seq for _, seq, _ in users[i : i + 4096]]) for i in range(0, len(users), 4096)]
-        )
+        reps = _representations(sasrec, [seq for _, seq, _ in users])
         self.reps = torch.nn.functional.normalize(reps, dim=1)
         self._neighbours: dict[str, tuple[list[int], list[float]]] = {}
 
@@ -68,6 +69,27 @@ class PeerIndex:
             return self.evidence(episodes[state.episode_id], item)
 
         return peers_of
+
+
+def _representations(sasrec, sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+    """SASRec's representation of each training user [N, hidden]. Beside a cached SASRec they are
+    cached too (encoding LastFM's 47,872 training users takes ~2 s of every start), tied to the
+    weights file's SHA-256 so that a retrained SASRec never meets stale ones."""
+    weights = getattr(sasrec, "cache_path", None)
+    path = weights.with_suffix(".peers.pt") if weights is not None else None
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest() if path is not None else None
+    if path is not None and path.exists():
+        try:
+            saved = torch.load(path, weights_only=True)
+            if saved["weights"] == digest and saved["reps"].shape[0] == len(sequences):
+                return saved["reps"]
+        except (OSError, RuntimeError, KeyError, TypeError, pickle.UnpicklingError):
+            pass  # unreadable or from another version: encoded again and rewritten below
+    with torch.no_grad():
+        reps = torch.cat([sasrec.encode(sequences[i : i + 4096]) for i in range(0, len(sequences), 4096)])
+    if path is not None:
+        atomic_write(path, lambda tmp: torch.save({"reps": reps, "weights": digest}, tmp))
+    return reps
 
 
 def _training_users(train: Sequence[Episode]) -> list[tuple[str | None, tuple[int, ...], frozenset[int]]]:
