@@ -4,9 +4,10 @@
 #
 #   bash scripts/eval_wall_time.sh [OLD_COMMIT]     (default 93a8567, the code when it was asked)
 #
-# Each side runs twice; the first run fills its caches (SASRec, the converted model), the second is
-# timed. The old commit runs from a git worktree under $TMPDIR with PYTHONPATH (no install), its
-# kernels/ folder linked as coars_fast.kernels, its C++ extension not built (eval does not use it).
+# Each side runs once to fill its caches, then REPEATS times (default 3) timed, alternating; the
+# medians and their ratio are printed. The old commit runs from a git worktree under $TMPDIR with
+# PYTHONPATH (no install), its kernels/ folder linked as coars_fast.kernels, its C++ extension not
+# built (eval does not use it).
 # Run on a quiet machine: the figure is wall time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,17 +21,28 @@ if [ ! -d "$work" ]; then
     ln -sfn ../kernels "$work/coars_fast/kernels"
 fi
 
-timed() {  # label, command...: prints the label and the wall seconds of the second run
-    local label=$1
-    shift
-    "$@" --out "$work/out-$label-warm" >/dev/null 2>&1
+run() {  # label, out suffix, command...: wall seconds of one run
+    local label=$1 suffix=$2
+    shift 2
     local start end
     start=$(date +%s.%N)
-    "$@" --out "$work/out-$label" >"$work/$label.log" 2>&1
+    "$@" --out "$work/out-$label$suffix" >"$work/$label.log" 2>&1
     end=$(date +%s.%N)
-    printf '%-8s %7.1f s  (%s)\n' "$label" "$(echo "$end - $start" | bc)" "$work/$label.log"
+    echo "$end - $start" | bc
 }
 
 old_cli=(env PYTHONPATH="$work" python -P -c "import sys; from coars_fast.cli import main; sys.exit(main(sys.argv[1:]))")
-timed "before" "${old_cli[@]}" "${args[@]}"
-timed "after" coars-fast "${args[@]}"
+new_cli=(coars-fast)
+# the first run of each fills its caches (SASRec, the converted model, peer representations)
+run before -warm "${old_cli[@]}" "${args[@]}" >/dev/null
+run after -warm "${new_cli[@]}" "${args[@]}" >/dev/null
+# then REPEATS timed runs of each, alternating, so that a drift of the machine's speed hits both
+befores=() afters=()
+for i in $(seq "${REPEATS:-3}"); do
+    befores+=("$(run before "-$i" "${old_cli[@]}" "${args[@]}")")
+    afters+=("$(run after "-$i" "${new_cli[@]}" "${args[@]}")")
+    printf 'run %d: before %6.1f s  after %6.1f s\n' "$i" "${befores[-1]}" "${afters[-1]}"
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+b=$(median "${befores[@]}") a=$(median "${afters[@]}")
+printf 'median: before %.1f s, after %.1f s, after/before %.2f (logs: %s)\n' "$b" "$a" "$(echo "$a / $b" | bc -l)" "$work"
