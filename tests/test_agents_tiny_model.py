@@ -132,7 +132,10 @@ def test_shared_prefix_scoring_matches_separate_forwards(tiny_agents):
     # two users' questions (a shared prefix each, one chain computed once) and one lone prompt
     chats = [
         [
-            {"role": "system", "content": f"You are {user}, who listened to Kent, Suede, Doves, Keane and Muse last week."},
+            {
+                "role": "system",
+                "content": f"You are {user}, who listened to Kent, Suede, Doves, Keane and Muse last week.",
+            },
             {"role": "user", "content": f"Do you like {item}? Answer like or dislike."},
         ]
         for user in ("ann", "bob from the other side of town")

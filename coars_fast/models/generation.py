@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from coars_fast.kernels.validation import MIN_TEMPERATURE
 from coars_fast.models.grounding import GroundedLogits, TokenTrie, forced_steps, newline_token_ids
 from coars_fast.models.prefill import prefill
 from coars_fast.models.prompt_cache import PromptCache, prefill_shared, rows_of, stack_left_padded
+from coars_fast.models.small_batch import small_batch_linears
 
 STATIC_CACHE_STEP = 1024  # static KV caches are sized in multiples of this many positions
 
@@ -178,7 +180,8 @@ def _generate_batch(
         [cache.reusable(key, p) for key, p in zip(keys, prompts)] if cache is not None else [(0, None)] * len(prompts)
     )
     # CPU: every prompt token but the last computed without padding (prefill.py); decode steps
-    # then append in place (kv_cache.GrowingLayer). CUDA keeps the padded batch.
+    # then append in place (kv_cache.GrowingLayer) and run their linear layers through oneDNN
+    # (small_batch.py). CUDA keeps the padded batch.
     unpadded = device.type == "cpu" and not settings.static_cache
     if unpadded:
         reuse = prefill(model, prompts, reuse)
@@ -217,18 +220,19 @@ def _generate_batch(
 
     hook = model.get_output_embeddings().register_forward_hook(recorder.hook)
     try:
-        out = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention.to(device),
-            cache=past,
-            max_new_tokens=max_new_tokens,
-            do_sample=not settings.greedy,
-            pad_token_id=pad,
-            eos_token_id=sorted(stops),
-            return_dict_in_generate=True,
-            logits_processor=LogitsProcessorList(processors),
-            **options,
-        )
+        with small_batch_linears(model) if unpadded else contextlib.nullcontext():
+            out = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                cache=past,
+                max_new_tokens=max_new_tokens,
+                do_sample=not settings.greedy,
+                pad_token_id=pad,
+                eos_token_id=sorted(stops),
+                return_dict_in_generate=True,
+                logits_processor=LogitsProcessorList(processors),
+                **options,
+            )
     finally:
         hook.remove()
     if cache is not None:
