@@ -17,6 +17,8 @@ A token tree (shared-prefix packing, coars_fast/rollout/tree_packing.py) attends
 visible blocks only); on CPU, `tree_chain_attention_forward`: sdpa chain by chain, each chain's
 queries against its ancestors' keys and its own, causally (half the attention time of the tree's
 dense mask on the bench case's streams, forward + backward); elsewhere sdpa with the dense mask.
+The same chain attention, with keys held outside the stream before a chain's own, prefills prompts
+without padding for generation and scores prompts that share prefixes (prefill.py).
 """
 
 from __future__ import annotations
