@@ -129,14 +129,16 @@ def test_two_adapters_differ_once_one_is_perturbed(tiny_agents, tmp_path):
 
 def test_shared_prefix_scoring_matches_separate_forwards(tiny_agents):
     tok, model = tiny_agents.tokenizer, tiny_agents.model
-    # two users' questions (a shared prefix each, one chain computed once) and one lone prompt
+    # two users' questions (a shared prefix each, one chain computed once; the two prefixes share
+    # the system prompt, one chain too) and one lone prompt
+    system = "You judge music the way one listener would. Be honest, brief and selective: most of what you are shown is not for you."
     chats = [
         [
+            {"role": "system", "content": system},
             {
-                "role": "system",
-                "content": f"You are {user}, who listened to Kent, Suede, Doves, Keane and Muse last week.",
+                "role": "user",
+                "content": f"You are {user}, who listened to Kent, Suede, Doves, Keane and Muse. Do you like {item}?",
             },
-            {"role": "user", "content": f"Do you like {item}? Answer like or dislike."},
         ]
         for user in ("ann", "bob from the other side of town")
         for item in ("Blur", "Pulp and friends", "Air")
