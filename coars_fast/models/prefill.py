@@ -55,7 +55,7 @@ def run_chains(
             input_ids=torch.tensor([ids], device=device),
             position_ids=torch.tensor([positions], device=device),
             use_cache=False,
-            tree_chains=chain_masks([s for s in spans], device, seen),
+            tree_chains=chain_masks(spans, device, seen),
             chain_pasts=pasts,
             kv_out=kv_out if keep_kv else None,
         )
@@ -66,7 +66,7 @@ def prefill(model, prompts: Sequence[Sequence[int]], reuse: Sequence[tuple[int, 
     """For each prompt and its reusable (n, kv) (its first n tokens cached in kv, or (0, None)):
     (len - 1, the KV of all but its last token), which `generate` continues from. A prompt with
     nothing more to compute keeps its entry."""
-    todo = [i for i, (p, (n, _)) in enumerate(zip(prompts, reuse)) if len(prompts[i]) - 1 > n]
+    todo = [i for i, (p, (n, _)) in enumerate(zip(prompts, reuse)) if len(p) - 1 > n]
     out = list(reuse)
     if not todo:
         return out
