@@ -197,7 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
         "actions, so ValidRatio matters",
     )
     _add_model_args(ev)
-    ev.add_argument("--out", type=Path, help="folder for summary.json and transcripts.jsonl (default: runs/eval-...)")
+    ev.add_argument(
+        "--out",
+        type=Path,
+        help="folder for summary.json and transcripts.jsonl (default: runs/eval-...); rerun a killed "
+        "evaluation with the same --out to continue from its finished episodes",
+    )
     ev.add_argument(
         "--retrain-sasrec", action="store_true", help="train SASRec again instead of loading the cached model"
     )
@@ -478,9 +483,12 @@ def cmd_eval(args) -> None:
 
 
 def _evaluate_cli(args, settings, world) -> None:
+    from dataclasses import asdict
+
     from coars_fast.data import load_dataset, sasrec
     from coars_fast.distributed import device_for, main_first
     from coars_fast.evaluation import evaluate, format_report, write_result
+    from coars_fast.evaluation.played import PlayedEpisodes
     from coars_fast.models import GenerationSettings, load_agent_adapters, load_model
     from coars_fast.rollout import Agents, PeerIndex
 
@@ -500,12 +508,27 @@ def _evaluate_cli(args, settings, world) -> None:
         ),
     )
     peers = None if args.no_peers else PeerIndex(ranker, dataset)
-    result = evaluate(agents, dataset, settings, sasrec=ranker, peers=peers, progress=world.main, world=world)
+    out = args.out or Path("runs") / f"eval-{dataset.name}-{args.split}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # finished episodes kept in --out: a killed evaluation rerun with the same --out continues
+    evaluation = {
+        "dataset": dataset.name,
+        "settings": asdict(settings),
+        "generation": asdict(agents.settings),
+        "model": args.model,
+        "adapters": str(args.adapters.resolve()) if args.adapters else None,
+        "peers": not args.no_peers,
+        "world": [world.rank, world.size],
+    }
+    name = f"played.partial.rank{world.rank}.jsonl" if world.distributed else "played.partial.jsonl"
+    played = PlayedEpisodes(out, evaluation, name)
+    result = evaluate(
+        agents, dataset, settings, sasrec=ranker, peers=peers, progress=world.main, world=world, played=played
+    )
     if not world.main:  # every rank holds the whole result; rank 0 reports and writes it
+        played.remove()
         return
     result["model"] = args.model or "smollm2-135m (embedded)"
     result["adapters"] = str(args.adapters) if args.adapters else None
-    out = args.out or Path("runs") / f"eval-{dataset.name}-{args.split}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(
         format_report(
             result,
@@ -513,6 +536,7 @@ def _evaluate_cli(args, settings, world) -> None:
         )
     )
     print(f"written: {write_result(result, out)}")
+    played.remove()  # only once the result is on disk
 
 
 TRAIN_FLAGS = {

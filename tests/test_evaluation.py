@@ -42,3 +42,52 @@ def test_hit_and_f1_episodes_are_played_together(agents, cyclic_dataset, monkeyp
     alone = make_states(cyclic_dataset, episodes, builder.build(episodes), 2)
     run_episodes(agents, alone, None, progress=False)
     assert result["transcripts"] == [transcript(s) for s in alone]
+
+
+def test_a_killed_evaluation_continues_from_its_finished_episodes(agents, cyclic_dataset, monkeypatch, tmp_path):
+    """Killed after its first wave of 3 episodes, an evaluation rerun with the same store replays those
+    and plays only the rest, and its result equals an uninterrupted evaluation's; a store of another
+    evaluation is set aside, and a line cut short by the kill is dropped."""
+    import functools
+    import importlib
+    import json
+
+    from coars_fast.evaluation.played import PlayedEpisodes
+
+    ev = importlib.import_module("coars_fast.evaluation.evaluate")  # the module, not the function
+
+    monkeypatch.setattr(ev, "run_episodes", functools.partial(run_episodes, wave=3))
+    settings = EvalSettings(num_users=5, f1_users=3, max_turns=2)
+    expected = evaluate(agents, cyclic_dataset, settings, progress=False)
+
+    class Killed(Exception):
+        pass
+
+    store = PlayedEpisodes(tmp_path, {"run": 1})
+    real_add = PlayedEpisodes.add
+
+    def add_then_die(self, states):
+        real_add(self, states)
+        raise Killed
+
+    monkeypatch.setattr(PlayedEpisodes, "add", add_then_die)
+    with pytest.raises(Killed):
+        evaluate(agents, cyclic_dataset, settings, progress=False, played=store)
+    monkeypatch.setattr(PlayedEpisodes, "add", real_add)
+    with open(store.path, "a") as f:
+        f.write('{"episode_id": "cut sh')  # the kill landed mid-line
+    assert len(store.load()) == 3 and store.path.read_text().endswith("\n")
+
+    played = []  # episodes per wave of the rerun
+    monkeypatch.setattr(
+        PlayedEpisodes, "add", lambda self, states: played.append(len(states)) or real_add(self, states)
+    )
+    resumed = evaluate(agents, cyclic_dataset, settings, progress=False, played=PlayedEpisodes(tmp_path, {"run": 1}))
+    assert played == [3, 2]  # the first wave's 3 episodes are replayed, the other 5 played
+    for key in ("agents", "baselines", "user_f1", "transcripts"):
+        assert resumed[key] == expected[key], key
+    assert len(store.load()) == 8
+
+    other = PlayedEpisodes(tmp_path, {"run": 2})  # other settings: nothing of run 1 is mixed in
+    assert other.load() == {} and not other.path.exists()
+    assert len(json.loads(other.path.with_name(other.path.name + ".other").read_text().split("\n")[1])["turns"]) >= 1

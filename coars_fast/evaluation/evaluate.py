@@ -19,6 +19,7 @@ from coars_fast.data.dataset import Dataset, Episode
 from coars_fast.distributed import SINGLE, World, gather, shard, sum_counts, unshard
 from coars_fast.env import ACTIONS, EpisodeState
 from coars_fast.errors import ConfigError
+from coars_fast.evaluation.played import PlayedEpisodes, replay
 from coars_fast.evaluation.user_f1 import ask_preferences, preference_cases, preference_scores
 from coars_fast.rollout import make_states, run_episodes
 from coars_fast.stats import hit_interval
@@ -98,11 +99,13 @@ def evaluate(
     peers=None,
     progress: bool = True,
     world: World = SINGLE,
+    played: PlayedEpisodes | None = None,
 ) -> dict:
     """Everything `coars-fast eval` reports, as a JSON-ready dict (transcripts under "transcripts").
 
     `peers` (a PeerIndex) shows the User agent peer evidence, as in training. Under torchrun
-    (`world`) each rank plays a share of the users; every rank returns the whole result."""
+    (`world`) each rank plays a share of the users; every rank returns the whole result. With
+    `played`, episodes it holds are replayed, not played, and each finished wave is added to it."""
     started = time.monotonic()
     episodes = sample_episodes(dataset.split(settings.split), settings.num_users, settings.seed)
     builder = CandidateBuilder(dataset, settings.candidates, settings.num_candidates, settings.seed, sasrec)
@@ -118,7 +121,14 @@ def evaluate(
     lookup = peers.lookup({ep.episode_id: ep for ep in [*episodes, *f1_episodes]}) if peers else None
     mine, my_f1 = shard(states, world), shard(f1_states, world)
     desc = f"{dataset.name} {settings.split} episodes" + (" + user-agent F1 episodes" if cases else "")
-    run_episodes(agents, [*mine, *my_f1], lookup, progress, desc=desc)
+    todo = [*mine, *my_f1]
+    if played is not None:
+        saved = played.load()
+        for state in todo:
+            if state.episode_id in saved:
+                replay(state, saved[state.episode_id])
+        todo = [s for s in todo if not s.done]
+    run_episodes(agents, todo, lookup, progress, desc=desc, on_wave=played.add if played is not None else None)
     states = unshard(gather(mine, world), len(states)) if world.distributed else mine
     methods = [m for m in METHODS if m != "sasrec" or sasrec is not None]
     baselines = {}

@@ -71,6 +71,7 @@ def run_episodes(
     progress: bool = True,
     desc: str = "episodes",
     wave: int = 64,
+    on_wave: Callable[[Sequence[EpisodeState]], None] | None = None,
 ) -> None:
     """Play every episode to its end, `wave` episodes at a time (this bounds the prompt cache).
 
@@ -82,6 +83,8 @@ def run_episodes(
     bar = tqdm(total=len(states), desc=desc, unit="ep", disable=not progress)
     for start in range(0, len(states), wave):
         _play(agents, states[start : start + wave], peers, bar)
+        if on_wave is not None:  # e.g. keep the finished wave on disk (evaluation/played.py)
+            on_wave(states[start : start + wave])
     bar.close()
 
 
