@@ -16,6 +16,7 @@ from coars_fast.errors import ConfigError
 from coars_fast.kernels import coars_loss
 from coars_fast.models.lora import head_has_lora
 from coars_fast.models.packed_attention import packed_attention, tree_attention
+from coars_fast.models.prefill import decoder_of
 from coars_fast.rollout.collector import TurnSample
 from coars_fast.rollout.packing import PackedBatch, PackedStream
 from coars_fast.train.config import LossConfig
@@ -25,8 +26,7 @@ def decoder_and_head(model):
     """The transformer stack (final hidden states, no LM head) and the LM head weight [V, D]."""
     if head_has_lora(model):  # its adapter would be silently ignored: the loss reads the base weight
         raise ConfigError("a LoRA adapter on the LM head is not supported: the fused loss reads the frozen head weight")
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.model, base.get_output_embeddings().weight
+    return decoder_of(model), model.get_output_embeddings().weight
 
 
 def response_hidden(decoder, stream: PackedStream) -> torch.Tensor:
