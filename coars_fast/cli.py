@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import logging
 import sys
@@ -482,6 +484,19 @@ def cmd_eval(args) -> None:
         finish(world)
 
 
+@contextlib.contextmanager
+def _start_up():
+    """Loading builds millions of objects that live to the end (episodes, the model, peer tables)
+    and no garbage cycles: the collector's full passes over them took about a second of
+    `eval --num-users 10 --turns 2`. They are skipped, and what was built is frozen out of later ones."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.freeze()
+
+
 def _evaluate_cli(args, settings, world) -> None:
     from dataclasses import asdict
 
@@ -492,11 +507,13 @@ def _evaluate_cli(args, settings, world) -> None:
     from coars_fast.models import GenerationSettings, load_agent_adapters, load_model
     from coars_fast.rollout import Agents, PeerIndex
 
-    dataset = load_dataset(args.dataset, args.data_dir)
+    with _start_up():
+        dataset = load_dataset(args.dataset, args.data_dir)
     ranker = main_first(world, lambda: sasrec.load_or_train(dataset, retrain=args.retrain_sasrec and world.main))
-    model, tokenizer = main_first(world, lambda: load_model(args.model, device_for(world, args.device)))
-    if args.adapters:
-        model = load_agent_adapters(model, args.adapters)
+    with _start_up():
+        model, tokenizer = main_first(world, lambda: load_model(args.model, device_for(world, args.device)))
+        if args.adapters:
+            model = load_agent_adapters(model, args.adapters)
     agents = Agents(
         model,
         tokenizer,
@@ -507,7 +524,8 @@ def _evaluate_cli(args, settings, world) -> None:
             reason_tokens=args.reason_tokens,
         ),
     )
-    peers = None if args.no_peers else PeerIndex(ranker, dataset)
+    with _start_up():
+        peers = None if args.no_peers else PeerIndex(ranker, dataset)
     out = args.out or Path("runs") / f"eval-{dataset.name}-{args.split}-{time.strftime('%Y%m%d-%H%M%S')}"
     # finished episodes kept in --out: a killed evaluation rerun with the same --out continues
     evaluation = {

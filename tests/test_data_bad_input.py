@@ -154,3 +154,27 @@ def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
     assert err.startswith("coars-fast: error: unknown dataset 'netflix'") and "Traceback" not in err
     assert main(["baseline", "--dataset", "movielens", "--data-dir", str(tmp_path)]) == 2
     assert "has no movielens/ folder" in capsys.readouterr().err
+
+
+def _hetrec(tmp_path, tagged: bytes):
+    root = _lastfm_folder(tmp_path, '{"seq": [3, 2, 1, 4, 4, 4, 4, 4, 4, 4], "len_seq": 3, "next": 0}\n')
+    hetrec = root / "lastfm" / "hetrec2011-lastfm-2k"
+    hetrec.mkdir()
+    (hetrec / "artists.dat").write_text("id\tname\turl\tpictureURL\n7\tA\tu\tp\n8\tB\tu\tp\n9\tZ\tu\tp\n")
+    (hetrec / "user_taggedartists.dat").write_bytes(tagged)
+    return root
+
+
+def test_lastfm_hetrec_rows_in_date_then_file_order_with_either_line_ending(tmp_path):
+    rows = "userID\tartistID\ttagID\tday\tmonth\tyear\n2\t8\t1\t1\t5\t2009\n2\t7\t1\t1\t5\t2009\n2\t8\t3\t1\t1\t2008\n"
+    rows += "\n5\t9\t1\t1\t1\t2001\n5\t7\t1\t3\t1\t2001\n"  # a blank line; artist 9 is not in LLaRA's list
+    for ending in ("\n", "\r\n"):
+        ds = load_dataset("lastfm", _hetrec(tmp_path / ending.encode().hex(), rows.replace("\n", ending).encode()))
+        assert ds.user_sequences == {"2": (1, 0), "5": (0,)}  # B first tagged in 2008, then A
+
+
+@pytest.mark.parametrize("bad", ["2\t7\t1\t1\tMay\t2009", "2\t7\t1\t1\t5", "2 7 1 1 5 2009", "2\t7\t1\t1\t5\t2009\t3"])
+def test_malformed_hetrec_row_names_file_and_line(tmp_path, bad):
+    rows = f"userID\tartistID\ttagID\tday\tmonth\tyear\n2\t8\t1\t1\t5\t2009\n{bad}\n2\t7\t1\t1\t5\t2009\n"
+    with pytest.raises(DataError, match=r"user_taggedartists.dat:3: expected 6 tab-separated numbers"):
+        load_dataset("lastfm", _hetrec(tmp_path, rows.encode()))

@@ -115,3 +115,32 @@ def test_summary_figures(lastfm):
     assert s["splits"]["val_all"]["episodes"] == 2767 and s["splits"]["val"]["episodes"] == 122
     assert s["splits"]["train"]["history_len"]["max"] == 10
     assert s["titles"]["coverage"] == 1.0
+
+
+def test_lastfm_hetrec_sequences_match_a_sort_of_the_raw_file(lastfm, data_dir):
+    """Per HetRec user, the LLaRA ids of the artists they tagged in order of first tagging (date,
+    then file order): recomputed here by sorting the raw rows, not as the loader does it."""
+    import csv
+
+    hetrec = data_dir / "lastfm" / "hetrec2011-lastfm-2k"
+    by_name = {lastfm.title(i): i for i in range(lastfm.num_items)}
+    with gzip.open(hetrec / "artists.dat.gz", "rt", encoding="utf-8") as f:
+        artists = {
+            row[0]: by_name[row[1]]
+            for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            if row[1] in by_name and row[0] != "id"
+        }
+    with gzip.open(hetrec / "user_taggedartists.dat.gz", "rt", encoding="ascii") as f:
+        rows = [r for r in csv.reader(f, delimiter="\t")][1:]
+    ordered = sorted(
+        (int(user), int(year), int(month), int(day), line, artists[artist])
+        for line, (user, artist, _, day, month, year) in enumerate(rows)
+        if artist in artists
+    )
+    expected = {}
+    for user, *_, item in ordered:
+        seq = expected.setdefault(str(user), [])
+        if item not in seq:
+            seq.append(item)
+    assert lastfm.user_sequences == {user: tuple(seq) for user, seq in expected.items()}
+    assert len(expected) == 1737

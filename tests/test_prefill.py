@@ -114,3 +114,34 @@ def test_growing_layer_appends_in_place_and_survives_growth_and_replacement():
     layer.batch_select_indices(torch.tensor([1]))  # transformers replaces `keys` from outside
     keys, _ = layer.update(steps[1][1:], steps[1][1:])
     assert torch.equal(keys, torch.cat([expected[1:], steps[1][1:]], dim=2))
+
+
+def test_stack_left_padded_zeroes_the_pads_whatever_memory_it_is_given(model, monkeypatch):
+    """Rows right-aligned at `width`, pads exactly zero (a masked NaN would still poison the
+    softmax), also when the allocator hands back dirty memory: new_empty is made to return NaNs."""
+    from coars_fast.models.prompt_cache import rows_of, stack_left_padded
+
+    prompts = _prompts([9, 4, 13])
+    kvs = [_alone(model, p)[0] for p in prompts]
+    lengths, width, capacity = [9, 0, 13], 15, 40
+    dirty = lambda self, size, **kw: torch.full(size, float("nan"), dtype=self.dtype)  # noqa: E731
+    monkeypatch.setattr(torch.Tensor, "new_empty", dirty)
+    cache = stack_left_padded([kvs[0], None, kvs[2]], lengths, width, model.config, capacity)
+    monkeypatch.undo()
+    mask = torch.zeros(3, width, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        mask[row, width - n :] = 1
+    for layer_index, layer in enumerate(cache.layers):
+        assert layer.keys.shape[2] == width and layer._buffers[0].shape[2] == capacity
+        for row, n in enumerate(lengths):
+            for got, want in zip((layer.keys, layer.values), (0, 1)):
+                assert torch.equal(got[row, :, : width - n], torch.zeros_like(got[row, :, : width - n]))
+                if n:
+                    assert torch.equal(got[row, :, width - n :], kvs[row][layer_index][want])
+    rows = rows_of(cache, mask, lengths)
+    for row, n in enumerate(lengths):
+        for layer_index, (keys, values) in enumerate(rows[row]):
+            assert keys.shape[1] == n
+            if n:
+                assert torch.equal(keys, kvs[row][layer_index][0]) and torch.equal(values, kvs[row][layer_index][1])
+                assert keys.data_ptr() != cache.layers[layer_index].keys.data_ptr()  # a copy, not a view

@@ -117,9 +117,13 @@ def stack_left_padded(
         cache.layers = [GrowingLayer() for _ in template]
     for layer, (k0, v0) in enumerate(template):
         size = max(width, capacity or 0)
-        keys = k0.new_zeros((len(kvs), k0.shape[0], size, k0.shape[2]))
-        values = v0.new_zeros((len(kvs), v0.shape[0], size, v0.shape[2]))
+        # Uninitialised beyond `width` (the decode steps write there before anything reads it);
+        # the masked pads are zeroed all the same: a masked NaN would still poison the softmax sum.
+        keys = k0.new_empty((len(kvs), k0.shape[0], size, k0.shape[2]))
+        values = v0.new_empty((len(kvs), v0.shape[0], size, v0.shape[2]))
         for row, (kv, n) in enumerate(zip(kvs, lengths)):
+            keys[row, :, : width - n] = 0
+            values[row, :, : width - n] = 0
             if n:
                 keys[row, :, width - n : width] = kv[layer][0][:, :n]
                 values[row, :, width - n : width] = kv[layer][1][:, :n]
@@ -136,6 +140,7 @@ def rows_of(cache, mask: torch.Tensor, lengths: Sequence[int]) -> list[list[tupl
     for row, n in enumerate(lengths):
         where = mask[row].nonzero().squeeze(1)[:n].to(cache.layers[0].keys.device)
         rows.append(
-            [(layer.keys[row][:, where].clone(), layer.values[row][:, where].clone()) for layer in cache.layers]
+            # indexing by a tensor copies: no view into the batch's cache is kept
+            [(layer.keys[row][:, where], layer.values[row][:, where]) for layer in cache.layers]
         )
     return rows
