@@ -70,8 +70,8 @@ def _hetrec_sequences(folder: Path, items: list[Item]) -> dict[str, tuple[int, .
     tags = find_file(
         folder, "user_taggedartists.dat", "HetRec's `user \\t artist \\t tag \\t day \\t month \\t year` lines"
     )
-    # One regex pass over the file (a per-line split and check took a second); on a mismatch, the
-    # line-by-line pass finds the first bad line for the message.
+    # One regex pass over the file (a split and a check per line were most of the loader's time);
+    # on a mismatch, the line-by-line pass finds the first bad line for the message.
     text = read_text(tags, "ascii")
     body = text.partition("\n")[2]  # after the header
     rows = _TAGGED.findall(body)
@@ -142,8 +142,8 @@ def _read_rows(path: Path, split: str, pad: int, history_len: int, min_history: 
 
 
 def _json_rows(path: Path):
-    """(line number, object) per non-blank line; the whole file parsed as one JSON array (50k
-    json.loads calls took half a second), line by line only to name a bad line."""
+    """(line number, object) per non-blank line; the whole file parsed as one JSON array (one call
+    instead of 50k), line by line only to name a bad line."""
     numbered = [(n, line) for n, line in enumerate(read_text(path).splitlines(), start=1) if line.strip()]
     try:
         rows = json.loads("[" + ",".join(line for _, line in numbered) + "]")
