@@ -268,7 +268,9 @@ def test_cpu_tree_attention_runs_chain_by_chain(model, monkeypatch):
     assert weights and all(w.norm() > 0 for w in want_grads)
     assert (got - want).abs().max().item() <= 1e-5
     for g, w in zip(got_grads, want_grads):
-        assert ((g - w).norm() / w.norm()).item() <= 1e-4  # fp32, sums in another order
+        # fp32, sums in another order: 3e-5 to 1.2e-4 relative seen across the LoRA weights (it
+        # depends on the machine's MKL kernels); a wrong mask or chain is off by order one
+        assert ((g - w).norm() / w.norm()).item() <= 5e-4
 
 
 @pytest.mark.slow
