@@ -1,12 +1,11 @@
-"""Prefill without padding (models/prefill.py) and the in-place KV cache (models/kv_cache.py), against
-plain forwards of each prompt alone on a tiny random model."""
+"""Prefill without padding (models/prefill.py) and the left-padded cache of transformers' generate
+(prompt_cache.stack_left_padded), against plain forwards of each prompt alone on a tiny random model."""
 
 import pytest
 import torch
 from helpers import tiny_llama
 
 from coars_fast.models import GenerationSettings, generate
-from coars_fast.models.kv_cache import GrowingLayer
 from coars_fast.models.prefill import prefill, run_chains
 
 SEED = 0
@@ -67,7 +66,7 @@ def test_chains_continue_a_parent_chain_like_the_whole_prompt(model):
 
 def test_unpadded_generation_equals_each_prompt_generated_alone(model):
     """Greedy answers and their log-probs of a mixed-length batch (the CPU path: unpadded prefill,
-    in-place cache) equal those of transformers' generate on each prompt alone."""
+    decode loop) equal those of transformers' generate on each prompt alone."""
     prompts = _prompts([31, 4, 17, 9])
     settings = GenerationSettings(greedy=True, max_new_tokens=9, batch_size=4)
     tok = _Tokenizer()
@@ -97,25 +96,6 @@ class _Tokenizer:
         return " ".join(str(i) for i in ids)
 
 
-def test_growing_layer_appends_in_place_and_survives_growth_and_replacement():
-    g = torch.Generator().manual_seed(SEED)
-    steps = [torch.randn(2, 3, n, 4, generator=g) for n in (5, 1, 1, 7, 1)]
-    layer, keys = GrowingLayer(), None
-    room = torch.zeros(2, 3, 8, 4)
-    room[:, :, :5] = steps[0]
-    layer.hold(room, room.clone(), 5)  # room for 8: the fourth update outgrows it
-    expected = steps[0]
-    for step in steps[1:]:
-        keys, values = layer.update(step, step)
-        expected = torch.cat([expected, step], dim=2)
-        assert torch.equal(keys, expected) and torch.equal(values, expected)
-        assert layer.get_seq_length() == expected.shape[2]
-    assert keys.data_ptr() != room.data_ptr()  # it grew into a new buffer
-    layer.batch_select_indices(torch.tensor([1]))  # transformers replaces `keys` from outside
-    keys, _ = layer.update(steps[1][1:], steps[1][1:])
-    assert torch.equal(keys, torch.cat([expected[1:], steps[1][1:]], dim=2))
-
-
 def test_stack_left_padded_zeroes_the_pads_whatever_memory_it_is_given(model, monkeypatch):
     """Rows right-aligned at `width`, pads exactly zero (a masked NaN would still poison the
     softmax), also when the allocator hands back dirty memory: new_empty is made to return NaNs."""
@@ -123,16 +103,16 @@ def test_stack_left_padded_zeroes_the_pads_whatever_memory_it_is_given(model, mo
 
     prompts = _prompts([9, 4, 13])
     kvs = [_alone(model, p)[0] for p in prompts]
-    lengths, width, capacity = [9, 0, 13], 15, 40
+    lengths, width = [9, 0, 13], 15
     dirty = lambda self, size, **kw: torch.full(size, float("nan"), dtype=self.dtype)  # noqa: E731
     monkeypatch.setattr(torch.Tensor, "new_empty", dirty)
-    cache = stack_left_padded([kvs[0], None, kvs[2]], lengths, width, model.config, capacity)
+    cache = stack_left_padded([kvs[0], None, kvs[2]], lengths, width, model.config)
     monkeypatch.undo()
     mask = torch.zeros(3, width, dtype=torch.long)
     for row, n in enumerate(lengths):
         mask[row, width - n :] = 1
     for layer_index, layer in enumerate(cache.layers):
-        assert layer.keys.shape[2] == width and layer._buffers[0].shape[2] == capacity
+        assert layer.keys.shape[2] == width
         for row, n in enumerate(lengths):
             for got, want in zip((layer.keys, layer.values), (0, 1)):
                 assert torch.equal(got[row, :, : width - n], torch.zeros_like(got[row, :, : width - n]))

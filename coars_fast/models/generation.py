@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
@@ -10,6 +9,7 @@ import torch
 
 from coars_fast.errors import ConfigError
 from coars_fast.kernels.validation import MIN_TEMPERATURE
+from coars_fast.models.decode import RaggedKV, Row, decode
 from coars_fast.models.grounding import GroundedLogits, TokenTrie, forced_steps, newline_token_ids
 from coars_fast.models.prefill import prefill
 from coars_fast.models.prompt_cache import PromptCache, prefill_shared, rows_of, stack_left_padded
@@ -173,18 +173,99 @@ def _static_rows(rows: int, batch_size: int) -> int:
 def _generate_batch(
     model, tokenizer, prompts, settings: GenerationSettings, stops: set[int], cache, keys, tries
 ) -> list[Generated]:
-    """Rows are laid out as [pad | cached prefix | pad | new prompt tokens]: the attention mask hides
-    the pads, and positions (from the mask's running sum) stay those of the unpadded prompt."""
     device = next(model.parameters()).device
     reuse = (
         [cache.reusable(key, p) for key, p in zip(keys, prompts)] if cache is not None else [(0, None)] * len(prompts)
     )
-    # CPU: every prompt token but the last computed without padding (prefill.py); decode steps
-    # then append in place (kv_cache.GrowingLayer) and run their linear layers through oneDNN
-    # (small_batch.py). CUDA keeps the padded batch.
-    unpadded = device.type == "cpu" and not settings.static_cache
-    if unpadded:
-        reuse = prefill(model, prompts, reuse)
+    max_new_tokens = settings.max_new_tokens
+    if any(tries):  # a head is never cut short: room for the longest head plus a few tokens of reason
+        max_new_tokens = max(max_new_tokens, max(t.depth for t in tries if t) + 8)
+    newlines = newline_token_ids(tokenizer) if any(tries) else frozenset()
+    limits = _Limits(stops, newlines, max_new_tokens, 1.0 if settings.greedy else settings.temperature)
+    # CPU: every prompt token but the last computed without padding (prefill.py), then our own
+    # decode loop (decode.py), its linear layers through oneDNN (small_batch.py). CUDA keeps
+    # transformers' generate over a padded batch (one kernel per layer beats per-row work there).
+    own_loop = device.type == "cpu" and not settings.static_cache and _plain_generation_config(model)
+    run = _decode_cpu if own_loop else _generate_hf
+    answers, prompt_kv = run(model, tokenizer, prompts, reuse, tries, settings, limits, keep=cache is not None)
+    if cache is not None:
+        for key, prompt, kv in zip(keys, prompts, prompt_kv):
+            cache.store(key, prompt, kv)
+    results = []
+    for prompt, trie, (ids, logprobs) in zip(prompts, tries, answers):
+        end = next((t + 1 for t, token in enumerate(ids) if token in stops), None)
+        ids = ids[:end] if end else ids
+        results.append(
+            Generated(
+                prompt_ids=tuple(prompt),
+                ids=tuple(ids),
+                logprobs=tuple(logprobs[: len(ids)]),
+                text=tokenizer.decode(ids, skip_special_tokens=True),
+                finished=end is not None,
+                forced=forced_steps(trie, ids, newlines, stops, settings.reason_tokens) if trie else (),
+            )
+        )
+    return results
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """What both decode paths need beyond the settings."""
+
+    stops: set[int]
+    newlines: frozenset[int]  # end a grounded answer's free line
+    max_new_tokens: int  # the settings', raised to fit the longest grounded head
+    temperature: float  # of the recorded log-probs: 1 when greedy
+
+
+# Generation-config fields that change no token choice, or that generate() sets itself; any other
+# one (a repetition penalty, suppressed tokens, min_p, ...) asks for logits processors that only
+# transformers' generate applies, so generation goes through it.
+_PLAIN_CONFIG = frozenset(
+    {
+        "bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "use_cache", "cache_implementation",
+        "output_attentions", "output_hidden_states", "output_scores", "output_logits", "return_dict_in_generate",
+        "transformers_version", "_from_model_config", "do_sample", "temperature", "top_p", "top_k", "max_length",
+        "max_new_tokens",
+    }
+)  # fmt: skip
+
+
+def _plain_generation_config(model) -> bool:
+    config = getattr(model, "generation_config", None)
+    return config is None or set(config.to_diff_dict()) <= _PLAIN_CONFIG
+
+
+def _decode_cpu(model, tokenizer, prompts, reuse, tries, settings, limits: _Limits, keep: bool):
+    """(per row (answer ids, log-probs), per row its prompt KV when `keep`)."""
+    reuse = prefill(model, prompts, reuse)  # now every prompt but its last token is cached
+    # room for the prompt and every answer token (the prompt's last token, then the answer)
+    room = max(len(p) for p in prompts) + limits.max_new_tokens
+    kv = RaggedKV(model, [kv for _, kv in reuse], [n for n, _ in reuse], room)
+    rows = [Row([prompt[-1]], len(prompt) - 1, trie) for prompt, trie in zip(prompts, tries)]
+    with small_batch_linears(model):
+        prompt_kv = decode(
+            model,
+            kv,
+            rows,
+            greedy=settings.greedy,
+            temperature=limits.temperature,
+            top_p=settings.top_p,
+            max_new_tokens=limits.max_new_tokens,
+            stops=limits.stops,
+            newlines=limits.newlines,
+            free_tokens=settings.reason_tokens,
+            pad=tokenizer.pad_token_id,
+            prompt_kv=keep,
+        )
+    return [(row.answer, row.logprobs) for row in rows], prompt_kv
+
+
+def _generate_hf(model, tokenizer, prompts, reuse, tries, settings, limits: _Limits, keep: bool):
+    """transformers' generate over a padded batch. Rows are laid out as [pad | cached prefix | pad |
+    new prompt tokens]: the attention mask hides the pads, and positions (from the mask's running
+    sum) stay those of the unpadded prompt."""
+    device = next(model.parameters()).device
     cached = max(n for n, _ in reuse)
     width = max(len(p) - n for p, (n, _) in zip(prompts, reuse))
     pad = tokenizer.pad_token_id
@@ -196,63 +277,35 @@ def _generate_batch(
         attention[row, cached - n : cached] = 1
         attention[row, cached + width - (len(prompt) - n) :] = 1
     options = {} if settings.greedy else {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
-    max_new_tokens = settings.max_new_tokens
-    if any(tries):  # a head is never cut short: room for the longest head plus a few tokens of reason
-        max_new_tokens = max(max_new_tokens, max(t.depth for t in tries if t) + 8)
-    capacity = cached + width + max_new_tokens if unpadded else None
-    past = (
-        stack_left_padded([kv for _, kv in reuse], [n for n, _ in reuse], cached, model.config, capacity)
-        if cached
-        else None
-    )
-    newlines = newline_token_ids(tokenizer) if any(tries) else frozenset()
-    temperature = 1.0 if settings.greedy else settings.temperature
-    recorder = StepLogprobs(temperature)
+    past = stack_left_padded([kv for _, kv in reuse], [n for n, _ in reuse], cached, model.config) if cached else None
+    recorder = StepLogprobs(limits.temperature)
     processors = [recorder]
     if any(tries):
-        processors.append(GroundedLogits(tries, cached + width, newlines, stops, settings.reason_tokens))
+        processors.append(GroundedLogits(tries, cached + width, limits.newlines, limits.stops, settings.reason_tokens))
     if settings.static_cache:
         options["cache_implementation"] = "static"
         # a compiled decode graph per row count and adapter: 8, more than dynamo's default limit per frame
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
-        options["max_cache_len"] = -(-(cached + width + max_new_tokens) // STATIC_CACHE_STEP) * STATIC_CACHE_STEP
+        options["max_cache_len"] = -(-(cached + width + limits.max_new_tokens) // STATIC_CACHE_STEP) * STATIC_CACHE_STEP
     from transformers import LogitsProcessorList
 
     hook = model.get_output_embeddings().register_forward_hook(recorder.hook)
     try:
-        with small_batch_linears(model) if unpadded else contextlib.nullcontext():
-            out = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention.to(device),
-                cache=past,
-                max_new_tokens=max_new_tokens,
-                do_sample=not settings.greedy,
-                pad_token_id=pad,
-                eos_token_id=sorted(stops),
-                return_dict_in_generate=True,
-                logits_processor=LogitsProcessorList(processors),
-                **options,
-            )
+        out = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            cache=past,
+            max_new_tokens=limits.max_new_tokens,
+            do_sample=not settings.greedy,
+            pad_token_id=pad,
+            eos_token_id=sorted(limits.stops),
+            return_dict_in_generate=True,
+            logits_processor=LogitsProcessorList(processors),
+            **options,
+        )
     finally:
         hook.remove()
-    if cache is not None:
-        for key, prompt, kv in zip(keys, prompts, rows_of(out.cache, attention, [len(p) for p in prompts])):
-            cache.store(key, prompt, kv)
-    new = out.sequences[:, cached + width :].cpu()
-    logprobs = recorder.finish(out.sequences[:, -1]).cpu()
-    results = []
-    for row, prompt in enumerate(prompts):
-        ids = new[row].tolist()
-        end = next((t + 1 for t, token in enumerate(ids) if token in stops), None)
-        ids = ids[:end] if end else ids
-        results.append(
-            Generated(
-                prompt_ids=tuple(prompt),
-                ids=tuple(ids),
-                logprobs=tuple(logprobs[row, : len(ids)].tolist()),
-                text=tokenizer.decode(ids, skip_special_tokens=True),
-                finished=end is not None,
-                forced=forced_steps(tries[row], ids, newlines, stops, settings.reason_tokens) if tries[row] else (),
-            )
-        )
-    return results
+    prompt_kv = rows_of(out.cache, attention, [len(p) for p in prompts]) if keep else None
+    new = out.sequences[:, cached + width :].cpu().tolist()
+    logprobs = recorder.finish(out.sequences[:, -1]).cpu().tolist()
+    return list(zip(new, logprobs)), prompt_kv

@@ -61,23 +61,33 @@ def newline_token_ids(tokenizer) -> frozenset[int]:
     return cached
 
 
+def allowed_next(
+    trie: TokenTrie | None, tokens: Sequence[int], newlines: frozenset[int], stops: set[int], free_tokens: int
+) -> list[int] | None:
+    """The tokens grounding allows after `tokens` (a row's answer so far): the children of its trie
+    node inside the head, only the stops once the free line has ended (a line break, or `free_tokens`
+    tokens), None where any token may come (free text, a row that left the trie, or no trie)."""
+    if trie is None:
+        return None
+    node, n = trie.walk(tokens)
+    if node:
+        return list(node)
+    if node is not None and (len(tokens) - n >= free_tokens or any(t in newlines for t in tokens[n:])):
+        return sorted(stops)
+    return None
+
+
 def forced_steps(
     trie: TokenTrie | None, ids: Sequence[int], newlines: frozenset[int], stops: set[int], free_tokens: int
 ) -> tuple[bool, ...]:
-    """Per generated token: True where GroundedLogits left exactly one choice (a head token that
-    continues a single allowed string, or the stop that ends the free line). Under the masked policy
-    that sampled it such a token has probability 1, so it carries no learning signal."""
-    if trie is None:
-        return (False,) * len(ids)
+    """Per generated token: True where grounding left exactly one choice (a head token that continues a
+    single allowed string, or the stop that ends the free line: several stop ids mean the same). Under
+    the masked policy that sampled it such a token has probability 1, so it carries no learning signal."""
+    stop_list = sorted(stops)
     forced = []
     for t in range(len(ids)):
-        node, n = trie.walk(ids[:t])
-        if node:
-            forced.append(len(node) == 1)
-        elif node is not None and (t - n >= free_tokens or any(x in newlines for x in ids[n:t])):
-            forced.append(True)  # only a stop token was allowed (several stop ids mean the same)
-        else:
-            forced.append(False)
+        allowed = allowed_next(trie, ids[:t], newlines, stops, free_tokens)
+        forced.append(allowed is not None and (len(allowed) == 1 or allowed == stop_list))
     return tuple(forced)
 
 
@@ -93,22 +103,14 @@ class GroundedLogits:
         self, tries: Sequence[TokenTrie | None], start: int, newlines: frozenset[int], stops: set[int], free_tokens: int
     ):
         self.tries, self.start = list(tries), start
-        self.newlines, self.stops, self.free_tokens = newlines, sorted(stops), free_tokens
+        self.newlines, self.stops, self.free_tokens = newlines, set(stops), free_tokens
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         generated = input_ids[:, self.start :].tolist()
         scores = scores.clone()  # never in place: the caller may hold these logits
         for row, (trie, tokens) in enumerate(zip(self.tries, generated)):
-            if trie is None:
-                continue
-            node, n = trie.walk(tokens)
-            if node:  # inside the trie: only its children
-                allowed = list(node)
-            elif node is not None and (
-                len(tokens) - n >= self.free_tokens or any(t in self.newlines for t in tokens[n:])
-            ):
-                allowed = self.stops  # the free line has ended (or is long enough): stop
-            else:
+            allowed = allowed_next(trie, tokens, self.newlines, self.stops, self.free_tokens)
+            if allowed is None:
                 continue  # free text (or a row that already stopped)
             keep = scores[row, allowed]
             scores[row] = float("-inf")

@@ -101,36 +101,24 @@ def prefill_shared(model, prompts: Sequence[Sequence[int]], keys: Sequence[Hasha
     return saved
 
 
-def stack_left_padded(
-    kvs: Sequence[list | None], lengths: Sequence[int], width: int, config, capacity: int | None = None
-):
+def stack_left_padded(kvs: Sequence[list | None], lengths: Sequence[int], width: int, config):
     """A DynamicCache of `width` positions whose row i holds kvs[i]'s first lengths[i] positions at
-    its right end (zeros to the left, masked out by the attention mask). With `capacity`, its layers
-    are GrowingLayers with room for that many positions (the decode steps append in place)."""
+    its right end (zeros to the left, masked out by the attention mask)."""
     from transformers import DynamicCache
-
-    from coars_fast.models.kv_cache import GrowingLayer
 
     template = next(kv for kv in kvs if kv is not None)
     cache = DynamicCache(config=config)
-    if capacity is not None:
-        cache.layers = [GrowingLayer() for _ in template]
     for layer, (k0, v0) in enumerate(template):
-        size = max(width, capacity or 0)
-        # Uninitialised beyond `width` (the decode steps write there before anything reads it);
-        # the masked pads are zeroed all the same: a masked NaN would still poison the softmax sum.
-        keys = k0.new_empty((len(kvs), k0.shape[0], size, k0.shape[2]))
-        values = v0.new_empty((len(kvs), v0.shape[0], size, v0.shape[2]))
+        # the masked pads are zeroed all the same: a masked NaN would still poison the softmax sum
+        keys = k0.new_empty((len(kvs), k0.shape[0], width, k0.shape[2]))
+        values = v0.new_empty((len(kvs), v0.shape[0], width, v0.shape[2]))
         for row, (kv, n) in enumerate(zip(kvs, lengths)):
             keys[row, :, : width - n] = 0
             values[row, :, : width - n] = 0
             if n:
                 keys[row, :, width - n : width] = kv[layer][0][:, :n]
                 values[row, :, width - n : width] = kv[layer][1][:, :n]
-        if capacity is None:
-            cache.update(keys, values, layer)
-        else:
-            cache.layers[layer].hold(keys, values, width)
+        cache.update(keys, values, layer)
     return cache
 
 
