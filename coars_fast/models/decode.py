@@ -1,8 +1,8 @@
 """The CPU decode loop (generation.py's path on CPU): transformers' `generate` steps every row of a
 batch in lockstep until the longest is done. Here
 
-- a row leaves the batch once its answer is done (the KV of finished rows is dropped when a quarter
-  of the batch is),
+- a row leaves the batch once its answer is done (the KV of finished rows is dropped once half the
+  batch is: each drop copies the rest),
 - each row's KV is kept left-aligned and ragged (RaggedKV): a step's pads never take a position, and
 - tokens that grounding leaves no choice for (the rest of a title once it is the only one that fits,
   "\\nReason:", the stop that ends the free line) ride along with the token before them: they are fed
