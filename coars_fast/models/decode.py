@@ -29,6 +29,19 @@ from coars_fast.models.prefill import decoder_of
 DECODE = "coars_decode"  # our name in transformers' AttentionInterface
 
 
+@dataclass(frozen=True)
+class Rules:
+    """How answers are drawn and end (both generation paths read them)."""
+
+    greedy: bool
+    temperature: float  # of sampling and of the recorded log-probs: 1 when greedy
+    top_p: float
+    max_new_tokens: int  # the settings', raised to fit the longest grounded head
+    stops: set[int]
+    newlines: frozenset[int]  # end a grounded answer's free line
+    free_tokens: int  # at most this many free tokens after a grounded head
+
+
 @dataclass
 class Row:
     tokens: list[int]  # the prompt's last token, then the answer so far
@@ -162,24 +175,10 @@ def _choose(scores: torch.Tensor, allowed: Sequence[list[int] | None], greedy: b
 
 
 @torch.no_grad()
-def decode(
-    model,
-    kv: RaggedKV,
-    rows: Sequence[Row],
-    *,
-    greedy: bool,
-    temperature: float,
-    top_p: float,
-    max_new_tokens: int,
-    stops: set[int],
-    newlines: frozenset[int],
-    free_tokens: int,
-    pad: int,
-    prompt_kv: bool = False,
-):
+def decode(model, kv: RaggedKV, rows: Sequence[Row], rules: Rules, pad: int, prompt_kv: bool = False):
     """Decodes `rows` (each holding its prompt's last token, unfed), whose earlier prompt tokens are
-    in `kv` (one buffer row per entry of `rows`). Fills each row's tokens and log-probs (at
-    `temperature`, of the raw logits: the model's own probability, before any mask) in place. With
+    in `kv` (one buffer row per entry of `rows`). Fills each row's tokens and log-probs (at the
+    rules' temperature, of the raw logits: the model's own probability, before any mask) in place. With
     `prompt_kv`, returns per row the KV of its whole prompt (per layer keys and values [Hkv, length,
     D]), else None."""
     _register()
@@ -204,10 +203,8 @@ def decode(
                 kept = [kv.prompt(i, row.position + 1) for i, row in enumerate(held)]
             real = torch.tensor([j < len(f) for f in feeds for j in range(k)], device=device)
             logits = head(hidden.reshape(-1, hidden.shape[-1])[real]).float()
-            logprobs = torch.log_softmax(logits / temperature, dim=-1)
-            _advance(
-                held, feeds, logits, logprobs, greedy, temperature, top_p, max_new_tokens, stops, newlines, free_tokens
-            )
+            logprobs = torch.log_softmax(logits / rules.temperature, dim=-1)
+            _advance(held, feeds, logits, logprobs, rules)
             for row, feed in zip(held, feeds):
                 row.fed += len(feed)
             alive = [i for i, r in enumerate(held) if r.to_feed()]
@@ -219,7 +216,7 @@ def decode(
     return kept
 
 
-def _advance(held, feeds, logits, logprobs, greedy, temperature, top_p, max_new_tokens, stops, newlines, free_tokens):
+def _advance(held, feeds, logits, logprobs, rules: Rules):
     """After a step: the log-probs of the fed tokens' successors, a choice for each row whose answer
     goes on, and the tokens grounding then forces."""
     choosing, allowed, at = [], [], 0
@@ -232,21 +229,21 @@ def _advance(held, feeds, logits, logprobs, greedy, temperature, top_p, max_new_
             row.logprobs += logprobs[at : at + len(known)].gather(1, torch.tensor(known)[:, None]).squeeze(1).tolist()
         if len(known) < len(feed):  # the last fed token's successor is to be chosen
             choosing.append((row, end - 1))
-            allowed.append(allowed_next(row.trie, row.answer, newlines, stops, free_tokens))
+            allowed.append(allowed_next(row.trie, row.answer, rules.newlines, rules.stops, rules.free_tokens))
         at = end
     if not choosing:
         return
-    picks = _choose(logits[[at for _, at in choosing]], allowed, greedy, temperature, top_p)
+    picks = _choose(logits[[at for _, at in choosing]], allowed, rules.greedy, rules.temperature, rules.top_p)
     for (row, at), token in zip(choosing, picks):
         row.tokens.append(token)
         row.logprobs.append(logprobs[at, token].item())
-        while not _finished(row, stops, max_new_tokens):
-            forced = allowed_next(row.trie, row.answer, newlines, stops, free_tokens)
+        while not _finished(row, rules):
+            forced = allowed_next(row.trie, row.answer, rules.newlines, rules.stops, rules.free_tokens)
             if forced is None or len(forced) != 1:
                 break
             row.tokens.append(forced[0])  # its log-prob comes out of the next step
-        row.done = _finished(row, stops, max_new_tokens)
+        row.done = _finished(row, rules)
 
 
-def _finished(row: Row, stops: set[int], max_new_tokens: int) -> bool:
-    return row.answer[-1] in stops or len(row.answer) >= max_new_tokens
+def _finished(row: Row, rules: Rules) -> bool:
+    return row.answer[-1] in rules.stops or len(row.answer) >= rules.max_new_tokens

@@ -9,7 +9,7 @@ import torch
 
 from coars_fast.errors import ConfigError
 from coars_fast.kernels.validation import MIN_TEMPERATURE
-from coars_fast.models.decode import RaggedKV, Row, decode
+from coars_fast.models.decode import RaggedKV, Row, Rules, decode
 from coars_fast.models.grounding import GroundedLogits, TokenTrie, forced_steps, newline_token_ids
 from coars_fast.models.prefill import prefill
 from coars_fast.models.prompt_cache import PromptCache, prefill_shared, rows_of, stack_left_padded
@@ -181,13 +181,21 @@ def _generate_batch(
     if any(tries):  # a head is never cut short: room for the longest head plus a few tokens of reason
         max_new_tokens = max(max_new_tokens, max(t.depth for t in tries if t) + 8)
     newlines = newline_token_ids(tokenizer) if any(tries) else frozenset()
-    limits = _Limits(stops, newlines, max_new_tokens, 1.0 if settings.greedy else settings.temperature)
+    rules = Rules(
+        greedy=settings.greedy,
+        temperature=1.0 if settings.greedy else settings.temperature,
+        top_p=settings.top_p,
+        max_new_tokens=max_new_tokens,
+        stops=stops,
+        newlines=newlines,
+        free_tokens=settings.reason_tokens,
+    )
     # CPU: every prompt token but the last computed without padding (prefill.py), then our own
     # decode loop (decode.py), its linear layers through oneDNN (small_batch.py). CUDA keeps
     # transformers' generate over a padded batch (one kernel per layer beats per-row work there).
     own_loop = device.type == "cpu" and not settings.static_cache and _plain_generation_config(model)
     run = _decode_cpu if own_loop else _generate_hf
-    answers, prompt_kv = run(model, tokenizer, prompts, reuse, tries, settings, limits, keep=cache is not None)
+    answers, prompt_kv = run(model, tokenizer, prompts, reuse, tries, settings, rules, keep=cache is not None)
     if cache is not None:
         for key, prompt, kv in zip(keys, prompts, prompt_kv):
             cache.store(key, prompt, kv)
@@ -202,20 +210,10 @@ def _generate_batch(
                 logprobs=tuple(logprobs[: len(ids)]),
                 text=tokenizer.decode(ids, skip_special_tokens=True),
                 finished=end is not None,
-                forced=forced_steps(trie, ids, newlines, stops, settings.reason_tokens) if trie else (),
+                forced=forced_steps(trie, ids, newlines, stops, rules.free_tokens) if trie else (),
             )
         )
     return results
-
-
-@dataclass(frozen=True)
-class _Limits:
-    """What both decode paths need beyond the settings."""
-
-    stops: set[int]
-    newlines: frozenset[int]  # end a grounded answer's free line
-    max_new_tokens: int  # the settings', raised to fit the longest grounded head
-    temperature: float  # of the recorded log-probs: 1 when greedy
 
 
 # Generation-config fields that change no token choice, or that generate() sets itself; any other
@@ -236,32 +234,19 @@ def _plain_generation_config(model) -> bool:
     return config is None or set(config.to_diff_dict()) <= _PLAIN_CONFIG
 
 
-def _decode_cpu(model, tokenizer, prompts, reuse, tries, settings, limits: _Limits, keep: bool):
+def _decode_cpu(model, tokenizer, prompts, reuse, tries, settings, rules: Rules, keep: bool):
     """(per row (answer ids, log-probs), per row its prompt KV when `keep`)."""
     reuse = prefill(model, prompts, reuse)  # now every prompt but its last token is cached
     # room for the prompt and every answer token (the prompt's last token, then the answer)
-    room = max(len(p) for p in prompts) + limits.max_new_tokens
+    room = max(len(p) for p in prompts) + rules.max_new_tokens
     kv = RaggedKV(model, [kv for _, kv in reuse], [n for n, _ in reuse], room)
     rows = [Row([prompt[-1]], len(prompt) - 1, trie) for prompt, trie in zip(prompts, tries)]
     with small_batch_linears(model):
-        prompt_kv = decode(
-            model,
-            kv,
-            rows,
-            greedy=settings.greedy,
-            temperature=limits.temperature,
-            top_p=settings.top_p,
-            max_new_tokens=limits.max_new_tokens,
-            stops=limits.stops,
-            newlines=limits.newlines,
-            free_tokens=settings.reason_tokens,
-            pad=tokenizer.pad_token_id,
-            prompt_kv=keep,
-        )
+        prompt_kv = decode(model, kv, rows, rules, tokenizer.pad_token_id, prompt_kv=keep)
     return [(row.answer, row.logprobs) for row in rows], prompt_kv
 
 
-def _generate_hf(model, tokenizer, prompts, reuse, tries, settings, limits: _Limits, keep: bool):
+def _generate_hf(model, tokenizer, prompts, reuse, tries, settings, rules: Rules, keep: bool):
     """transformers' generate over a padded batch. Rows are laid out as [pad | cached prefix | pad |
     new prompt tokens]: the attention mask hides the pads, and positions (from the mask's running
     sum) stay those of the unpadded prompt."""
@@ -278,15 +263,15 @@ def _generate_hf(model, tokenizer, prompts, reuse, tries, settings, limits: _Lim
         attention[row, cached + width - (len(prompt) - n) :] = 1
     options = {} if settings.greedy else {"temperature": settings.temperature, "top_p": settings.top_p, "top_k": 0}
     past = stack_left_padded([kv for _, kv in reuse], [n for n, _ in reuse], cached, model.config) if cached else None
-    recorder = StepLogprobs(limits.temperature)
+    recorder = StepLogprobs(rules.temperature)
     processors = [recorder]
     if any(tries):
-        processors.append(GroundedLogits(tries, cached + width, limits.newlines, limits.stops, settings.reason_tokens))
+        processors.append(GroundedLogits(tries, cached + width, rules.newlines, rules.stops, rules.free_tokens))
     if settings.static_cache:
         options["cache_implementation"] = "static"
         # a compiled decode graph per row count and adapter: 8, more than dynamo's default limit per frame
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
-        options["max_cache_len"] = -(-(cached + width + limits.max_new_tokens) // STATIC_CACHE_STEP) * STATIC_CACHE_STEP
+        options["max_cache_len"] = -(-(cached + width + rules.max_new_tokens) // STATIC_CACHE_STEP) * STATIC_CACHE_STEP
     from transformers import LogitsProcessorList
 
     hook = model.get_output_embeddings().register_forward_hook(recorder.hook)
@@ -295,10 +280,10 @@ def _generate_hf(model, tokenizer, prompts, reuse, tries, settings, limits: _Lim
             input_ids=input_ids.to(device),
             attention_mask=attention.to(device),
             cache=past,
-            max_new_tokens=limits.max_new_tokens,
+            max_new_tokens=rules.max_new_tokens,
             do_sample=not settings.greedy,
             pad_token_id=pad,
-            eos_token_id=sorted(limits.stops),
+            eos_token_id=sorted(rules.stops),
             return_dict_in_generate=True,
             logits_processor=LogitsProcessorList(processors),
             **options,
