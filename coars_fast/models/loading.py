@@ -94,7 +94,50 @@ def load_model(model: str | None = None, device: str | torch.device | None = Non
     if tokenizer.chat_template is None:
         raise ConfigError(f"model {model!r} has no chat template; coars-fast needs an instruction-tuned model")
     net.requires_grad_(False)
+    net = net.to(device).eval()
+    check_plain_head(net, model or DEFAULT_MODEL)
     log.info(
         "model %s on %s (%s, %s attention)", model or DEFAULT_MODEL, device, dtype, net.config._attn_implementation
     )
-    return net.to(device).eval(), tokenizer
+    return net, tokenizer
+
+
+# Config fields by which a model's logits differ from hidden @ head weight: (what it is, the value
+# that changes nothing).
+_HEAD_EXTRAS = {
+    "final_logit_softcapping": ("final-logit softcapping", None),
+    "logit_scale": ("a logit scale", 1),
+    "logits_scaling": ("a logit scaling", 1),
+}
+
+
+@torch.no_grad()
+def check_plain_head(net, name: str) -> None:
+    """The fused loss, the decode loop and scoring take a model's logits to be the decoder's last
+    hidden state times the LM head's weight. A model that does more (Gemma 2's final-logit
+    softcapping, Cohere's logit scale, a head bias) would train and sample on silently wrong
+    log-probs, so it is refused: by its config, and for anything a config does not name, by
+    comparing the model's own logits on a few tokens with that product."""
+    config = net.config.get_text_config() if hasattr(net.config, "get_text_config") else net.config
+    for field, (what, neutral) in _HEAD_EXTRAS.items():
+        value = getattr(config, field, None)
+        if value is not None and value != neutral:
+            raise ConfigError(
+                f"model {name!r} uses {what} ({field}={value}), which coars-fast's fused kernels do not apply"
+            )
+    head = net.get_output_embeddings()
+    if getattr(head, "bias", None) is not None:
+        raise ConfigError(f"model {name!r} has a bias on its LM head, which coars-fast's fused kernels do not apply")
+    from coars_fast.models.prefill import decoder_of
+
+    ids = (torch.arange(1, 9, device=head.weight.device) % config.vocab_size)[None]
+    logits = net(input_ids=ids).logits.float()
+    product = torch.nn.functional.linear(decoder_of(net)(input_ids=ids).last_hidden_state, head.weight).float()
+    # the same op on the same inputs: equal up to a reduction order (bf16 rounds the logits themselves)
+    tolerance = (1e-4 if head.weight.dtype == torch.float32 else 2e-2) * max(1.0, logits.abs().max().item())
+    error = (logits - product).abs().max().item()
+    if not error <= tolerance:
+        raise ConfigError(
+            f"model {name!r}: its logits are not its LM head's weight times the decoder's last hidden state "
+            f"(max |difference| {error:.3g}), which coars-fast's fused kernels assume"
+        )
