@@ -505,6 +505,7 @@ def _evaluate_cli(args, settings, world) -> None:
     from coars_fast.evaluation import evaluate, format_report, write_result
     from coars_fast.evaluation.played import PlayedEpisodes
     from coars_fast.models import GenerationSettings, load_agent_adapters, load_model
+    from coars_fast.models.lora import adapter_fingerprint
     from coars_fast.rollout import Agents, PeerIndex
 
     with _start_up():
@@ -533,7 +534,8 @@ def _evaluate_cli(args, settings, world) -> None:
         "settings": asdict(settings),
         "generation": asdict(agents.settings),
         "model": args.model,
-        "adapters": str(args.adapters.resolve()) if args.adapters else None,
+        # by content as well as place: adapters retrained in place make another evaluation
+        "adapters": [str(args.adapters.resolve()), adapter_fingerprint(args.adapters)] if args.adapters else None,
         "peers": not args.no_peers,
         "world": [world.rank, world.size],
     }

@@ -91,3 +91,40 @@ def test_a_killed_evaluation_continues_from_its_finished_episodes(agents, cyclic
     other = PlayedEpisodes(tmp_path, {"run": 2})  # other settings: nothing of run 1 is mixed in
     assert other.load() == {} and not other.path.exists()
     assert len(json.loads(other.path.with_name(other.path.name + ".other").read_text().split("\n")[1])["turns"]) >= 1
+
+
+def test_a_continued_eval_whose_adapters_were_retrained_in_place_plays_again(tiny_model_dir, cyclic_dataset, tmp_path):
+    """`coars-fast eval --out O` keeps finished episodes in O until it writes its result. Rerun with
+    the same adapter folder: unchanged adapters continue those episodes; adapters saved again into the
+    folder with other weights make another evaluation, so the old episodes are set aside."""
+    import torch
+
+    from coars_fast.cli import main
+    from coars_fast.evaluation.played import FILE, PlayedEpisodes
+    from coars_fast.models import save_agent_adapters
+
+    model, _ = load_model(str(tiny_model_dir), "cpu")
+    model = add_agent_adapters(model)
+
+    def save(seed):  # non-zero LoRA B, so the weights differ between seeds
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.copy_(0.05 * torch.randn(param.shape, generator=generator))
+        save_agent_adapters(model, tmp_path / "adapters")
+
+    out = tmp_path / "eval"
+    args = ["eval", "--dataset", "jsonl", "--data-dir", str(tmp_path / "cyclic"), "--model", str(tiny_model_dir)]
+    args += ["--adapters", str(tmp_path / "adapters"), "--num-users", "2", "--f1-users", "0", "--turns", "1"]
+    args += ["--max-new-tokens", "4", "--out", str(out)]
+    keep = pytest.MonkeyPatch.context()
+    with keep as patch:  # as if killed before the result was written: the episodes stay in `out`
+        patch.setattr(PlayedEpisodes, "remove", lambda self: None)
+        save(0)
+        assert main(args) == 0
+        assert main(args) == 0  # the same adapters: continued, nothing set aside
+        assert not (out / f"{FILE}.other").exists()
+        save(1)  # retrained in place
+        assert main(args) == 0
+    assert (out / f"{FILE}.other").exists()

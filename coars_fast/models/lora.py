@@ -7,6 +7,7 @@ with `PeftModel.from_pretrained(base, "<folder>/rec")`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,19 @@ def save_agent_adapters(peft_model, folder: str | Path, state_dict: dict | None 
     weights to write instead of the model's own (sharded models: their gathered whole values)."""
     kwargs = {"state_dict": state_dict} if state_dict is not None else {}
     peft_model.save_pretrained(Path(folder), selected_adapters=list(AGENTS), **kwargs)
+
+
+def adapter_fingerprint(folder: str | Path) -> str:
+    """sha256 over the files of <folder>/rec/ and <folder>/user/ (names and bytes): names the adapters'
+    content, so that adapters retrained in place are not taken for the old ones."""
+    digest = hashlib.sha256()
+    for name in AGENTS:
+        for path in sorted(p for p in (Path(folder) / name).rglob("*") if p.is_file()):
+            digest.update(f"{path.relative_to(folder).as_posix()}\0{path.stat().st_size}\0".encode())
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
 
 
 def load_agent_adapters(model, folder: str | Path, trainable: bool = False):
