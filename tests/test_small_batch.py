@@ -59,3 +59,67 @@ def test_a_changed_weight_is_never_served_stale():
         with small_batch_linears(net):
             got = net(x)
     assert _errors(got, expected)[0] < 1e-5
+
+
+def _lora_net(requires_grad=False):
+    """Net with two PEFT adapters on its frozen layers, B random (seed SEED) so that each adapter
+    changes the output."""
+    from peft import LoraConfig, get_peft_model
+
+    net = get_peft_model(
+        Net(), LoraConfig(r=4, lora_alpha=8, target_modules=["frozen", "unbiased"]), adapter_name="rec"
+    )
+    net.add_adapter("user", LoraConfig(r=4, lora_alpha=16, target_modules=["frozen", "unbiased"]))
+    g = torch.Generator().manual_seed(SEED)
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if "lora_" in name:
+                param.copy_(0.1 * torch.randn(param.shape, generator=g))
+                param.requires_grad_(requires_grad)
+    return net
+
+
+def test_a_lora_layer_runs_as_one_merged_linear_per_adapter(monkeypatch):
+    """Each adapter: base + scaling * B A in one oneDNN linear per LoRA layer, equal to PEFT's own
+    forward; an adapter updated in place (as the optimizer does) is merged again, never served stale."""
+    net = _lora_net()
+    x = torch.randn(5, 37, generator=torch.Generator().manual_seed(SEED + 1))
+    merged = []  # per LoRA layer's call: served by a merged weight or not
+    real_merged = small_batch._merged
+
+    def counted(module, x):
+        weight = real_merged(module, x)
+        merged.append(weight is not None)
+        return weight
+
+    monkeypatch.setattr(small_batch, "_merged", counted)
+    with torch.no_grad():
+        for adapter in ("rec", "user", "rec"):
+            net.set_adapter(adapter)  # (PEFT makes the active adapter trainable: no gradient is kept here)
+            expected = net(x)
+            merged.clear()
+            with small_batch_linears(net):
+                got = net(x)
+            assert merged == [True, True]  # frozen and unbiased, each one merged linear
+            max_abs, rel = _errors(got, expected)
+            print(f"{adapter}: max |a-b| {max_abs:.2e}, relative norm {rel:.2e}")
+            assert max_abs < 1e-5 and rel < 1e-6
+        net.base_model.model.frozen.lora_B["rec"].weight.mul_(-3.0)
+        expected = net(x)
+        with small_batch_linears(net):
+            got = net(x)
+    assert _errors(got, expected)[0] < 1e-5
+
+
+def test_a_lora_layer_being_trained_keeps_its_gradient():
+    net = _lora_net(requires_grad=True)
+    x = torch.randn(5, 37, generator=torch.Generator().manual_seed(SEED + 2))
+    net(x).sum().backward()
+    expected = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+    net.zero_grad()
+    with small_batch_linears(net):
+        net(x).sum().backward()
+    got = {n: p.grad for n, p in net.named_parameters() if p.grad is not None}
+    assert got.keys() == expected.keys() and any("lora_A" in n for n in got)
+    for name in expected:
+        assert _errors(got[name], expected[name])[0] < 1e-6, name

@@ -8,6 +8,12 @@ the dense input as is (`mkldnn._linear_pointwise`: no per-call conversion of the
 takes 0.55-0.8x MKL's time per decoder weight at 20 rows and 0.4x on the LM head (bench:
 docs/RESULTS.md, fourteenth sitting). From about a thousand rows on (prefill) MKL is as fast or
 faster, so larger inputs keep torch's path.
+
+A LoRA layer (PEFT) with one active adapter goes through one such linear too, on its base weight
+plus the adapter's scaling * B A, merged and reordered once per version of the three weights (once
+per adapter and training step, ~0.2-0.35 s each for the 135M model): PEFT's two small products and
+the sum took 13% of a 4-episode rollout in the decode steps; merged, the rollout takes 0.94x the time
+(docs/RESULTS.md, fifteenth sitting), for one more reordered copy of the decoder's weights per adapter.
 """
 
 from __future__ import annotations
@@ -50,6 +56,61 @@ def _forward(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     return _linear(flat, _reordered(module), bias).reshape(*x.shape[:-1], -1)
 
 
+def _merged(module, x: torch.Tensor) -> torch.Tensor | None:
+    """A PEFT LoRA layer's base weight + scaling * B A of its one active adapter, reordered, made
+    once per version of the three weights and per adapter; None where PEFT's own forward is needed:
+    many rows, a gradient to keep, several or no active adapters, a merged or disabled adapter, a
+    variant (DoRA), live dropout, a bias on B."""
+    base = module.base_layer
+    active = [a for a in module.active_adapters if a in module.lora_A]
+    if (
+        x.shape[:-1].numel() > SMALL_ROWS
+        or x.dtype != torch.float32
+        or type(base) is not torch.nn.Linear
+        or module.disable_adapters
+        or module.merged
+        or getattr(module, "fan_in_fan_out", False)
+        or len(active) != 1
+    ):
+        return None
+    name = active[0]
+    a, b, dropout = module.lora_A[name], module.lora_B[name], module.lora_dropout[name]
+    if (
+        name in getattr(module, "lora_variant", {})
+        or b.bias is not None
+        or (dropout.training and not isinstance(dropout, torch.nn.Identity))
+        or (torch.is_grad_enabled() and (x.requires_grad or a.weight.requires_grad or b.weight.requires_grad))
+    ):
+        return None
+    scaling = module.scaling[name]
+    weights = (base.weight, a.weight, b.weight)
+    stamp = (name, scaling, *((w.data_ptr(), w._version) for w in weights))
+    held = getattr(module, "_coars_onednn_merged", {})
+    if name not in held or held[name][0] != stamp:
+        with torch.no_grad():
+            merged = torch.addmm(base.weight, b.weight, a.weight, alpha=scaling)
+        held[name] = (stamp, torch.ops.mkldnn._reorder_linear_weight(merged, 20))
+        module._coars_onednn_merged = held
+    return held[name][1]
+
+
+def _lora_forward(module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    weight = None if args or kwargs else _merged(module, x)
+    if weight is None:
+        return type(module).forward(module, x, *args, **kwargs)
+    rows = x.shape[:-1].numel()
+    bias = module.base_layer.bias.detach() if module.base_layer.bias is not None else None
+    return _linear(x.reshape(rows, x.shape[-1]).contiguous(), weight, bias).reshape(*x.shape[:-1], -1)
+
+
+def _lora_linear_type():
+    try:
+        from peft.tuners.lora import Linear
+    except ImportError:  # no PEFT: no LoRA layers
+        return None
+    return Linear
+
+
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
@@ -57,18 +118,22 @@ def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
 @contextlib.contextmanager
 def small_batch_linears(model):
     """Within the block, every frozen nn.Linear of `model` (base weights; a LoRA matrix being trained
-    keeps torch's path) computes inputs of at most SMALL_ROWS rows with oneDNN. Does nothing off CPU,
+    keeps torch's path) and every PEFT LoRA linear with one active adapter (base + B A merged)
+    computes inputs of at most SMALL_ROWS rows with oneDNN. Does nothing off CPU,
     off fp32 or without oneDNN's linear ops."""
     if not available(model):
         yield
         return
-    patched = [
-        m
-        for m in model.modules()
-        if type(m) is torch.nn.Linear and not m.weight.requires_grad and type(m.weight.data) is torch.Tensor
-    ]
-    for m in patched:
-        m.forward = _forward.__get__(m)
+    lora = _lora_linear_type()
+    patched = []
+    for m in model.modules():
+        if type(m) is torch.nn.Linear and not m.weight.requires_grad and type(m.weight.data) is torch.Tensor:
+            m.forward = _forward.__get__(m)
+        elif lora is not None and type(m) is lora:
+            m.forward = _lora_forward.__get__(m)
+        else:
+            continue
+        patched.append(m)
     try:
         yield
     finally:
