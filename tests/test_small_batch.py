@@ -123,3 +123,20 @@ def test_a_lora_layer_being_trained_keeps_its_gradient():
     assert got.keys() == expected.keys() and any("lora_A" in n for n in got)
     for name in expected:
         assert _errors(got[name], expected[name])[0] < 1e-6, name
+
+
+def test_lora_layers_of_a_sharded_model_keep_pefts_forward(tmp_path):
+    """FSDP2 (one rank, gloo, in this process): a LoRA layer inside a sharded unit is not merged."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        net = _lora_net()
+        layer = net.base_model.model.frozen
+        fully_shard(layer, mesh=init_device_mesh("cpu", (1,)))
+        with small_batch_linears(net):
+            assert "forward" not in vars(layer) and "forward" not in vars(net.base_model.model.unbiased)
+    finally:
+        dist.destroy_process_group()

@@ -111,6 +111,14 @@ def _lora_linear_type():
     return Linear
 
 
+def _fsdp_sharded(model) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return False
+    return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
@@ -124,7 +132,10 @@ def small_batch_linears(model):
     if not available(model):
         yield
         return
-    lora = _lora_linear_type()
+    # Under FSDP each rollout gathers the adapters into fresh storage, which may take a freed
+    # address and version: a merge keyed on them could be served stale, so sharded models keep
+    # PEFT's own LoRA forward.
+    lora = None if _fsdp_sharded(model) else _lora_linear_type()
     patched = []
     for m in model.modules():
         if type(m) is torch.nn.Linear and not m.weight.requires_grad and type(m.weight.data) is torch.Tensor:
