@@ -108,7 +108,26 @@ def test_a_lora_layer_runs_as_one_merged_linear_per_adapter(monkeypatch):
         expected = net(x)
         with small_batch_linears(net):
             got = net(x)
-    assert _errors(got, expected)[0] < 1e-5
+        assert _errors(got, expected)[0] < 1e-5
+        # A new weight tensor in place of the old one at the same address and version (as a freed
+        # block taken again by a weight of the same size could be): its values negated through an
+        # alias, which leaves the old tensor's version as it was.
+        lora_b = net.base_model.model.frozen.lora_B["rec"]
+        old = lora_b.weight
+
+        def alias():
+            return torch.empty(0).set_(old.untyped_storage(), old.storage_offset(), old.shape, old.stride())
+
+        alias().mul_(-1.0)
+        replacement = alias()
+        while replacement._version < old._version:
+            replacement.add_(0.0)
+        lora_b.weight = torch.nn.Parameter(replacement, requires_grad=False)
+        assert (lora_b.weight.data_ptr(), lora_b.weight._version) == (old.data_ptr(), old._version)
+        expected = net(x)
+        with small_batch_linears(net):
+            got = net(x)
+        assert _errors(got, expected)[0] < 1e-5
 
 
 def test_a_lora_layer_being_trained_keeps_its_gradient():

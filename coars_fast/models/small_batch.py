@@ -19,6 +19,7 @@ the sum took 13% of a 4-episode rollout in the decode steps; merged, the rollout
 from __future__ import annotations
 
 import contextlib
+import weakref
 
 import torch
 
@@ -84,14 +85,17 @@ def _merged(module, x: torch.Tensor) -> torch.Tensor | None:
         return None
     scaling = module.scaling[name]
     weights = (base.weight, a.weight, b.weight)
-    stamp = (name, scaling, *((w.data_ptr(), w._version) for w in weights))
+    # the same tensors (a replaced weight could take a freed address), unchanged since (versions)
+    stamp = (scaling, *((w.data_ptr(), w._version) for w in weights))
     held = getattr(module, "_coars_onednn_merged", {})
-    if name not in held or held[name][0] != stamp:
+    kept = held.get(name)
+    if kept is None or kept[1] != stamp or any(ref() is not w for ref, w in zip(kept[0], weights)):
         with torch.no_grad():
             merged = torch.addmm(base.weight, b.weight, a.weight, alpha=scaling)
-        held[name] = (stamp, torch.ops.mkldnn._reorder_linear_weight(merged, 20))
+        kept = ([weakref.ref(w) for w in weights], stamp, torch.ops.mkldnn._reorder_linear_weight(merged, 20))
+        held[name] = kept
         module._coars_onednn_merged = held
-    return held[name][1]
+    return kept[2]
 
 
 def _lora_forward(module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
