@@ -37,15 +37,22 @@ def available(model) -> bool:
     )
 
 
+def _held(module, key, weights, weight_fn) -> torch.Tensor:
+    """`weight_fn()` in oneDNN's layout, kept on `module` under `key` and made again once any of
+    `weights` is another tensor (a replacement could take a freed address) or changed in place
+    (its version): never a stale weight."""
+    stamp = tuple((w.data_ptr(), w._version) for w in weights)
+    held = module.__dict__.setdefault("_coars_onednn", {})
+    kept = held.get(key)
+    if kept is None or kept[1] != stamp or any(ref() is not w for ref, w in zip(kept[0], weights)):
+        with torch.no_grad():
+            reordered = torch.ops.mkldnn._reorder_linear_weight(weight_fn(), 20)
+        kept = held[key] = ([weakref.ref(w) for w in weights], stamp, reordered)
+    return kept[2]
+
+
 def _reordered(module: torch.nn.Linear) -> torch.Tensor:
-    """The module's weight in oneDNN's layout, made once per version of the weight (an in-place
-    update or a new tensor makes a new one: never a stale weight)."""
-    stamp = (module.weight.data_ptr(), module.weight._version)
-    held = getattr(module, "_coars_onednn", None)
-    if held is None or held[0] != stamp:
-        held = (stamp, torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), 20))
-        module._coars_onednn = held
-    return held[1]
+    return _held(module, None, (module.weight,), module.weight.detach)
 
 
 def _forward(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -84,18 +91,12 @@ def _merged(module, x: torch.Tensor) -> torch.Tensor | None:
     ):
         return None
     scaling = module.scaling[name]
-    weights = (base.weight, a.weight, b.weight)
-    # the same tensors (a replaced weight could take a freed address), unchanged since (versions)
-    stamp = (scaling, *((w.data_ptr(), w._version) for w in weights))
-    held = getattr(module, "_coars_onednn_merged", {})
-    kept = held.get(name)
-    if kept is None or kept[1] != stamp or any(ref() is not w for ref, w in zip(kept[0], weights)):
-        with torch.no_grad():
-            merged = torch.addmm(base.weight, b.weight, a.weight, alpha=scaling)
-        kept = ([weakref.ref(w) for w in weights], stamp, torch.ops.mkldnn._reorder_linear_weight(merged, 20))
-        held[name] = kept
-        module._coars_onednn_merged = held
-    return kept[2]
+    return _held(
+        module,
+        (name, scaling),
+        (base.weight, a.weight, b.weight),
+        lambda: torch.addmm(base.weight, b.weight, a.weight, alpha=scaling),
+    )
 
 
 def _lora_forward(module, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
